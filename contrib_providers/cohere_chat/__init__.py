@@ -1,0 +1,1 @@
+"""Sample Cohere chat provider plugin."""

@@ -1,0 +1,105 @@
+"""The app factory: ``create_app(config)`` builds (and never runs) an aiport app.
+
+Everything the app needs is kept on its own ``web.AppKey``s and started in its
+``cleanup_ctx``, so two apps in one process share nothing and an app works
+mounted as a sub-application::
+
+    parent.add_subapp("/ai/", create_app(load_config("aiport.yaml")))
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+import pluggy
+import structlog
+from aiohttp import web
+
+from . import state
+from .api import ApiCatalog, add_api, add_plain
+from .config import Config
+from .middleware import add_request_id, cors, errors, request_context
+from .plugins import build_plugin_manager
+from .providers import resolve_providers
+from .registry import Registry, collect
+from .system import add_system_routes
+
+log = structlog.get_logger("aiport.app")
+
+
+def create_app(
+    config: Config | None = None,
+    *,
+    plugin_manager: pluggy.PluginManager | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> web.Application:
+    """Build an aiport app from ``config`` (default: the embedded defaults).
+
+    Plugins are loaded and their registration hooks called here (sync, no I/O);
+    a bad plugin or a provider the plugins cannot serve raises
+    :class:`~aiport.core.errors.PluginError` / :class:`~aiport.core.errors.ConfigError`.
+    Resources (HTTP client, stores, plugin resources) start when the app runs.
+    """
+    config = config or Config()
+    pm = plugin_manager or build_plugin_manager(config.plugins)
+    registry = collect(pm, config)
+    providers = resolve_providers(config, registry, environ)
+
+    cors_cfg = config.server.cors
+    middlewares = [request_context]
+    preflight, add_cors_headers = cors(cors_cfg.allow_origins, cors_cfg.allow_headers,
+                                       cors_cfg.allow_credentials, cors_cfg.max_age)
+    if cors_cfg.allow_origins:
+        middlewares.append(preflight)
+    middlewares.append(errors)
+
+    app = web.Application(middlewares=middlewares, client_max_size=config.server.max_upload_size)
+    app[state.CONFIG] = config
+    app[state.PLUGIN_MANAGER] = pm
+    app[state.REGISTRY] = registry
+    app[state.CATALOG] = ApiCatalog()
+    app[state.SPOOL_DIR] = config.resolve_path(config.storage.artifacts_path) / ".incoming"
+    app[state.HEALTH_CHECKS] = {}
+    app[state.SERVICES] = {}
+    app[state.RESOLVED_PROVIDERS] = providers
+
+    app.on_response_prepare.append(add_request_id)
+    if cors_cfg.allow_origins:
+        app.on_response_prepare.append(add_cors_headers)
+
+    add_system_routes(app)
+    _add_plugin_routes(app, registry)
+
+    app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_spool_dir)
+    for resource in registry.resources:
+        app.cleanup_ctx.append(resource.context)
+    return app
+
+
+def _add_plugin_routes(app: web.Application, registry: Registry) -> None:
+    for route, _owner in registry.routes:
+        if route.dto is not None:
+            add_api(app, route.dto, route.handler)
+        else:
+            add_plain(app, route.method, route.path, route.handler, route.summary)
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    """One outbound HTTP session per app, for providers and callbacks."""
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300),
+    )
+    app[state.HTTP] = session
+    try:
+        yield
+    finally:
+        await session.close()
+
+
+async def _spool_dir(app: web.Application) -> AsyncIterator[None]:
+    await asyncio.to_thread(app[state.SPOOL_DIR].mkdir, parents=True, exist_ok=True)
+    yield

@@ -1,0 +1,257 @@
+"""What plugins register, and the per-app registry that collects it.
+
+Each registration hook (see :mod:`aiport.core.hookspecs`) hands its ``register``
+callback one of the descriptor classes below. :func:`collect` calls every hook
+implementation once, with a ``register`` that knows which plugin is calling, so
+a duplicate name is reported with both plugins' names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import attrs
+import pluggy
+from aiohttp import web
+
+from .errors import PluginError
+
+if TYPE_CHECKING:
+    from .config import Config
+
+
+@attrs.frozen
+class ProviderContext:
+    """What a provider factory gets to build one configured provider instance."""
+
+    #: The provider's own section of the config (name, base_url, api_key, models, ...).
+    provider: Any
+    #: The provider's extra keys, structured into the type's ``options`` class (or a dict).
+    options: Any
+    #: The app's shared HTTP client session.
+    http: Any
+    #: The whole app config.
+    config: Config
+
+
+@attrs.frozen
+class ChatProviderType:
+    """A chat wire format. ``factory(ctx)`` returns an object with the methods of
+    :class:`aiport.core.interfaces.ChatProvider`."""
+
+    name: str
+    factory: Callable[[ProviderContext], Any]
+    #: attrs class for the type's own config keys (``None``: the type takes none).
+    options: type | None = None
+    description: str = ""
+    default_base_url: str | None = None
+    #: Catalog data: gateway model id -> this type's model id.
+    api_models: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class MediaProviderType:
+    """A media-generation backend type; ``factory(ctx)`` returns a
+    :class:`aiport.core.interfaces.MediaProvider`."""
+
+    name: str
+    factory: Callable[[ProviderContext], Any]
+    tasks: frozenset[str] = frozenset()
+    options: type | None = None
+    description: str = ""
+    default_base_url: str | None = None
+    api_models: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class WorkflowSpec:
+    """An API-format ComfyUI workflow template with ``{{placeholder}}`` values."""
+
+    name: str
+    task: str
+    template: Mapping[str, Any]
+    description: str = ""
+    #: Default values for the template's placeholders.
+    defaults: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class TransformSpec:
+    """One media operation. ``run`` is the async callable that performs it (see
+    :class:`aiport.core.interfaces.Transform`)."""
+
+    name: str
+    kind: str
+    run: Callable[..., Awaitable[Any]]
+    description: str = ""
+
+
+@attrs.frozen
+class ArtifactStoreType:
+    """``factory(config)`` returns an :class:`aiport.core.interfaces.ArtifactStore`."""
+
+    name: str
+    factory: Callable[[Config], Any]
+    description: str = ""
+
+
+@attrs.frozen
+class JobStoreType:
+    """``factory(config)`` returns an :class:`aiport.core.interfaces.JobStore`."""
+
+    name: str
+    factory: Callable[..., Any]
+    description: str = ""
+
+
+@attrs.frozen
+class CallbackStrategyType:
+    """How results reach a ``ReplyTo``. ``accepts(reply_to)`` says whether it handles
+    that target; ``factory(config, http)`` returns an object with ``async deliver(...)``."""
+
+    name: str
+    accepts: Callable[[str], bool]
+    factory: Callable[..., Any]
+    description: str = ""
+
+
+@attrs.frozen
+class RouteSpec:
+    """An extra route. ``path`` is relative to the aiport app."""
+
+    method: str
+    path: str
+    handler: Callable[..., Awaitable[Any]]
+    name: str | None = None
+    #: A request DTO class (see :mod:`aiport.core.dto`); the handler then gets ``(request, dto)``.
+    dto: type | None = None
+    summary: str = ""
+
+
+@attrs.frozen
+class ResourceSpec:
+    """A plugin resource with start-up and shut-down: an aiohttp ``cleanup_ctx`` generator."""
+
+    name: str
+    context: Callable[[web.Application], AsyncIterator[None]]
+
+
+T = TypeVar("T")
+
+
+class Kind(Generic[T]):
+    """The registrations of one kind, by name, remembering which plugin made each."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.items: dict[str, T] = {}
+        self.owners: dict[str, str] = {}
+
+    def add(self, item: T, owner: str) -> None:
+        name = getattr(item, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {owner!r} registered a {self.label} without a name: {item!r}")
+        if name in self.items:
+            raise PluginError(
+                f"{self.label} {name!r} is registered twice: by plugin {self.owners[name]!r} "
+                f"and by plugin {owner!r}; disable one of them with plugins.disable"
+            )
+        self.items[name] = item
+        self.owners[name] = owner
+
+    def __getitem__(self, name: str) -> T:
+        return self.items[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.items
+
+    def __iter__(self) -> Any:
+        return iter(self.items.values())
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def names(self) -> list[str]:
+        return sorted(self.items)
+
+
+@attrs.define
+class Registry:
+    """Everything the app's plugins registered. One per app instance."""
+
+    chat_providers: Kind[ChatProviderType] = attrs.field(factory=lambda: Kind("chat provider type"))
+    media_providers: Kind[MediaProviderType] = attrs.field(factory=lambda: Kind("media provider type"))
+    workflows: Kind[WorkflowSpec] = attrs.field(factory=lambda: Kind("workflow"))
+    transforms: Kind[TransformSpec] = attrs.field(factory=lambda: Kind("transform"))
+    artifact_stores: Kind[ArtifactStoreType] = attrs.field(factory=lambda: Kind("artifact store type"))
+    job_stores: Kind[JobStoreType] = attrs.field(factory=lambda: Kind("job store type"))
+    callback_strategies: Kind[CallbackStrategyType] = attrs.field(
+        factory=lambda: Kind("callback strategy")
+    )
+    routes: list[tuple[RouteSpec, str]] = attrs.field(factory=list)
+    resources: Kind[ResourceSpec] = attrs.field(factory=lambda: Kind("resource"))
+
+
+_KIND_BY_HOOK = {
+    "register_chat_providers": ("chat_providers", ChatProviderType),
+    "register_media_providers": ("media_providers", MediaProviderType),
+    "register_workflows": ("workflows", WorkflowSpec),
+    "register_transforms": ("transforms", TransformSpec),
+    "register_artifact_stores": ("artifact_stores", ArtifactStoreType),
+    "register_job_stores": ("job_stores", JobStoreType),
+    "register_callback_strategies": ("callback_strategies", CallbackStrategyType),
+    "register_resources": ("resources", ResourceSpec),
+}
+
+
+def collect(pm: pluggy.PluginManager, config: Config) -> Registry:
+    """Call every registration hook of every plugin and gather what they register."""
+    registry = Registry()
+    for hook_name, (attr, expected) in _KIND_BY_HOOK.items():
+        kind: Kind[Any] = getattr(registry, attr)
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            owner = impl.plugin_name
+
+            def register(item: Any, _owner: str = owner, _kind: Kind[Any] = kind,
+                         _expected: type = expected, _hook: str = hook_name) -> None:
+                if not isinstance(item, _expected):
+                    raise PluginError(
+                        f"plugin {_owner!r} passed {item!r} to {_hook}'s register; "
+                        f"it takes a {_expected.__name__}"
+                    )
+                _kind.add(item, _owner)
+
+            _call_impl(impl, register=register, config=config)
+
+    seen: dict[tuple[str, str], str] = {}
+    for impl in pm.hook.register_routes.get_hookimpls():
+        owner = impl.plugin_name
+
+        def register_route(route: Any, _owner: str = owner) -> None:
+            if not isinstance(route, RouteSpec):
+                raise PluginError(f"plugin {_owner!r} passed {route!r} to register_routes; it takes a RouteSpec")
+            key = (route.method.upper(), route.path)
+            if key in seen:
+                raise PluginError(
+                    f"route {key[0]} {key[1]} is registered twice: by plugin {seen[key]!r} and by plugin {_owner!r}"
+                )
+            seen[key] = _owner
+            registry.routes.append((route, _owner))
+
+        _call_impl(impl, register=register_route, config=config)
+    return registry
+
+
+def _call_impl(impl: pluggy.HookImpl, **kwargs: Any) -> None:
+    try:
+        result = impl.function(*[kwargs[name] for name in impl.argnames])
+    except PluginError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"plugin {impl.plugin_name!r} failed in {impl.function.__name__}: {exc!r}") from exc
+    if result is not None:
+        raise PluginError(
+            f"plugin {impl.plugin_name!r}: {impl.function.__name__} returned {result!r}; "
+            "registration hooks return nothing and call register() instead"
+        )
