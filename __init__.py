@@ -6,4 +6,6 @@ aiohttp application, hookspecs, config and wire conventions),
 (sample third-party plugins, discovered through entry points).
 """
 
-__version__ = "0.1.0"
+from aiport.core.version import __version__
+
+__all__ = ["__version__"]

@@ -21,7 +21,6 @@ from .dto import ApiMeta, api_meta, build, to_wire
 from .inputs import discard_files, read_input
 
 Handler = Callable[[web.Request, Any], Awaitable[Any]]
-OPENAI_ERRORS = "aiport.openai_errors"
 
 
 @attrs.frozen
@@ -59,14 +58,14 @@ def dto_handler(dto_cls: type, func: Handler) -> Callable[[web.Request], Awaitab
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if meta.naming == "snake":
-            request[OPENAI_ERRORS] = True
+            request[state.OPENAI_ERRORS] = True
         await authorize(request, meta)
         config = request.app[state.CONFIG]
         inp = await read_input(request, limit=config.server.max_upload_size,
                                spool_dir=request.app[state.SPOOL_DIR], allow_files=meta.uploads)
         try:
             dto = build(dto_cls, inp.data, files=inp.files_by_field())
-            request["aiport.input"] = inp
+            request[state.INPUT] = inp
             return render(await func(request, dto))
         finally:
             # Handlers move the uploads they keep; whatever is left is spool garbage.

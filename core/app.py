@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 import pluggy
@@ -48,7 +49,7 @@ def create_app(
     providers = resolve_providers(config, registry, environ)
 
     cors_cfg = config.server.cors
-    middlewares = [request_context]
+    middlewares: list[Any] = [request_context]
     preflight, add_cors_headers = cors(cors_cfg.allow_origins, cors_cfg.allow_headers,
                                        cors_cfg.allow_credentials, cors_cfg.max_age)
     if cors_cfg.allow_origins:

@@ -35,7 +35,6 @@ class Principal:
 
 ANONYMOUS = Principal()
 ADMIN = Principal(is_admin=True, name="admin", authenticated=True)
-PRINCIPAL = "aiport.principal"
 
 
 def credential(request: web.Request) -> str | None:
@@ -51,7 +50,7 @@ def credential(request: web.Request) -> str | None:
 
 async def authenticate(request: web.Request) -> Principal:
     """Resolve (and cache on the request) who is calling. A bad credential is a 401."""
-    cached = request.get(PRINCIPAL)
+    cached = request.get(state.PRINCIPAL)
     if isinstance(cached, Principal):
         return cached
     config = request.app[state.CONFIG]
@@ -67,7 +66,7 @@ async def authenticate(request: web.Request) -> Principal:
             if found is None:
                 raise Unauthorized("The API key is missing, invalid, expired or revoked.")
             principal = found
-    request[PRINCIPAL] = principal
+    request[state.PRINCIPAL] = principal
     return principal
 
 

@@ -16,13 +16,12 @@ import structlog
 
 from .config import Config, load_config
 from .errors import ConfigError, PluginError
+from .version import __version__
 
 EXIT_CONFIG = 2
 
 
 def _version() -> str:
-    from aiport import __version__
-
     return __version__
 
 

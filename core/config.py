@@ -254,6 +254,8 @@ _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 def substitute_env(data: Any, environ: Mapping[str, str], path: str = "") -> tuple[Any, list[str]]:
     """Replace ``${VAR}`` and ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``.
 
+    A value that is one ``${...}`` and comes out empty becomes null, so
+    ``admin_secret: ${SECRET:-}`` means "unset" when SECRET is unset.
     Returns the new data and the problems (unset variables without a default).
     """
     problems: list[str] = []
@@ -274,7 +276,10 @@ def substitute_env(data: Any, environ: Mapping[str, str], path: str = "") -> tup
                     )
                     return ""
                 return value
-            return _VAR.sub(repl, node)
+            result = _VAR.sub(repl, node)
+            if result == "" and node.startswith("${") and _VAR.fullmatch(node):
+                return None
+            return result
         if isinstance(node, dict):
             return {k: walk(v, _join(where, str(k))) for k, v in node.items()}
         if isinstance(node, list):
@@ -401,6 +406,10 @@ def _structure_model(value: Any, _t: type) -> ModelMapping:
 _PROVIDER_FIELDS = {a.name for a in attrs.fields(ProviderConfig)} - {"options"}
 
 
+def _is_literal(t: Any) -> bool:
+    return get_origin(t) is Literal
+
+
 def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
     conv.register_structure_hook(int, _structure_int)
@@ -411,7 +420,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(ByteSize, _structure_bytesize)
     conv.register_structure_hook(Duration, _structure_duration)
     conv.register_structure_hook(ModelMapping, _structure_model)
-    conv.register_structure_hook_func(lambda t: get_origin(t) is Literal, _structure_literal)
+    conv.register_structure_hook_func(_is_literal, _structure_literal)
 
     default_provider = cattrs.gen.make_dict_structure_fn(
         ProviderConfig, conv, _cattrs_forbid_extra_keys=True
@@ -443,8 +452,6 @@ def _problems_from(exc: BaseException, path: str, cls: type | None) -> list[str]
                 problems += _problems_from(sub, _join(path, note.name), note.type)
             elif isinstance(note, IterableValidationNote):
                 problems += _problems_from(sub, f"{path}[{note.index}]", note.type)
-            else:  # pragma: no cover - cattrs only makes the two notes above
-                problems += _problems_from(sub, path, None)
         for sub in without:
             problems += _problems_from(sub, path, getattr(exc, "cl", None))
         return problems

@@ -98,6 +98,10 @@ def api(
     return decorate
 
 
+def is_api(cls: type) -> bool:
+    return isinstance(getattr(cls, _META, None), ApiMeta)
+
+
 def api_meta(cls: type) -> ApiMeta:
     meta = getattr(cls, _META, None)
     if meta is None:
@@ -217,7 +221,7 @@ _FALSE = {"false", "0", "no", "off"}
 
 def coerce(value: Any, tp: Any, naming: Naming = "pascal") -> Any:
     """Convert an input value (JSON value or form/query string) to ``tp``; raise on mismatch."""
-    tp, optional = _unwrap_optional(tp)
+    tp, _ = _unwrap_optional(tp)
     if value is None:
         return None
     if tp is Any or tp is object:
@@ -305,6 +309,8 @@ def coerce(value: Any, tp: Any, naming: Naming = "pascal") -> Any:
         if len(args) == 2 and args[1] is not Any:
             return {str(k): coerce(v, args[1], naming) for k, v in value.items()}
         return dict(value)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
     if attrs.has(tp):
         if isinstance(value, str):
             try:
@@ -361,6 +367,9 @@ def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
 
 
+_MISSING = object()
+
+
 def build(cls: type, data: Mapping[str, Any], *, naming: Naming | None = None,
           files: Mapping[str, Any] | None = None) -> Any:
     """Make a DTO instance from input data whose names are matched case-insensitively.
@@ -370,23 +379,24 @@ def build(cls: type, data: Mapping[str, Any], *, naming: Naming | None = None,
     meta = getattr(cls, _META, None)
     naming = naming or (meta.naming if meta else "pascal")
     by_norm: dict[str, Any] = {}
-    for key, value in data.items():
-        by_norm.setdefault(norm(str(key)), value)
-    for key, value in (files or {}).items():
-        by_norm[norm(str(key))] = value
+    for key, item in data.items():
+        by_norm.setdefault(norm(str(key)), item)
+    for key, item in (files or {}).items():
+        by_norm[norm(str(key))] = item
     hints = type_hints(cls)
     kwargs: dict[str, Any] = {}
     errors: list[FieldError] = []
     for a in attrs.fields(cls):
         fmeta = field_meta(a)
         name = wire_name(a, naming)
-        raw = attrs.NOTHING
+        raw: Any = _MISSING
         for candidate in (a.name, name, *fmeta.aliases):
             if norm(candidate) in by_norm:
                 raw = by_norm[norm(candidate)]
                 break
-        if raw is attrs.NOTHING:
-            value = None
+        value: Any = None
+        if raw is _MISSING:
+            pass
         else:
             try:
                 value = coerce(raw, hints.get(a.name, Any), naming)
@@ -403,7 +413,7 @@ def build(cls: type, data: Mapping[str, Any], *, naming: Naming | None = None,
         if problem:
             errors.append(problem)
             continue
-        if raw is not attrs.NOTHING and value is not None:
+        if raw is not _MISSING and value is not None:
             kwargs[a.name] = value
     if errors:
         raise ValidationFailed(errors)

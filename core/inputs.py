@@ -17,7 +17,7 @@ import re
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import aiofiles
 import attrs
@@ -198,7 +198,7 @@ async def _read_multipart(
                 raise
             result.files.append(UploadedFile(
                 field=name,
-                filename=_SAFE_NAME.sub("_", os.path.basename(part.filename or "upload"))[:120] or "upload",
+                filename=_SAFE_NAME.sub("_", os.path.basename(unquote(part.filename or "upload")))[:120] or "upload",
                 content_type=part.headers.get("Content-Type", "application/octet-stream"),
                 path=path,
                 size=size,

@@ -50,7 +50,7 @@ class RedactSecrets:
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (),
-                      stream: Any = None) -> None:
+                      stream: Any = None, cache: bool = True) -> None:
     """Configure structlog (and stdlib logging, for aiohttp's and other libraries' lines)."""
     stream = stream or sys.stderr
     if fmt == "auto":
@@ -68,7 +68,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", secrets: Iterable[
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(

@@ -11,11 +11,11 @@ import structlog
 from aiohttp import web
 
 from . import state
-from .api import OPENAI_ERRORS, dumps
+from .api import dumps
 from .errors import ApiError, InternalError, error_for_status
+from .state import OPENAI_ERRORS, REQUEST_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-REQUEST_ID = "aiport.request_id"
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SECRET_QUERY = re.compile(r"(?i)((?:api_?key|token|secret|key)=)[^&]*")
 

@@ -73,10 +73,10 @@ class _Schemas:
         if tp is UploadedFile:
             return {"type": "string", "format": "binary"}
         if origin in (list, tuple, set, frozenset) or tp in (list, tuple):
-            args = get_args(tp)
-            return {"type": "array", "items": self.for_type(args[0], naming) if args else {}}
+            items = get_args(tp)
+            return {"type": "array", "items": self.for_type(items[0], naming) if items else {}}
         if origin is dict or tp is dict:
-            args = get_args(tp)
+            args = list(get_args(tp))
             extra = self.for_type(args[1], naming) if len(args) == 2 else {}
             return {"type": "object", "additionalProperties": extra or True}
         if attrs.has(tp):
@@ -103,7 +103,9 @@ class _Schemas:
             schema = dict(self.for_type(hints.get(a.name, Any), naming))
             if meta.description:
                 schema["description"] = meta.description
-            for key, value in (("minimum", meta.ge), ("maximum", meta.le), ("exclusiveMinimum", meta.gt),
+            if meta.gt is not None and "$ref" not in schema:
+                schema.update(minimum=meta.gt, exclusiveMinimum=True)  # OpenAPI 3.0 form
+            for key, value in (("minimum", meta.ge), ("maximum", meta.le),
                                ("minLength", meta.min_length), ("maxLength", meta.max_length)):
                 if value is not None and "$ref" not in schema:
                     if key in ("minLength", "maxLength") and schema.get("type") == "array":

@@ -19,7 +19,8 @@ from .errors import PluginError
 
 #: The built-in plugins, loaded first, in this order. Each is an ordinary plugin
 #: module; its plugin name is the last part of its dotted name.
-DEFAULT_PLUGINS: tuple[str, ...] = ()
+DEFAULT_PLUGINS: tuple[str, ...] = (
+)
 
 #: Entry-point group third-party plugins advertise themselves in.
 ENTRY_POINT_GROUP = "aiport"

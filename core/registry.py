@@ -15,6 +15,7 @@ import attrs
 import pluggy
 from aiohttp import web
 
+from .dto import api_meta, is_api
 from .errors import PluginError
 
 if TYPE_CHECKING:
@@ -118,15 +119,21 @@ class CallbackStrategyType:
 
 @attrs.frozen
 class RouteSpec:
-    """An extra route. ``path`` is relative to the aiport app."""
+    """An extra route: a plain aiohttp handler at ``method`` ``path`` (relative to the aiport
+    app), or, with ``dto``, an API served as the DTO declares (``/api/{Name}`` plus its
+    routes and verbs; ``method`` and ``path`` are then left empty)."""
 
-    method: str
-    path: str
     handler: Callable[..., Awaitable[Any]]
-    name: str | None = None
+    method: str = ""
+    path: str = ""
     #: A request DTO class (see :mod:`aiport.core.dto`); the handler then gets ``(request, dto)``.
     dto: type | None = None
     summary: str = ""
+
+    def key(self) -> str:
+        if self.dto is not None:
+            return f"API {api_meta(self.dto).name}"
+        return f"{self.method.upper()} {self.path}"
 
 
 @attrs.frozen
@@ -224,17 +231,22 @@ def collect(pm: pluggy.PluginManager, config: Config) -> Registry:
 
             _call_impl(impl, register=register, config=config)
 
-    seen: dict[tuple[str, str], str] = {}
+    seen: dict[str, str] = {}
     for impl in pm.hook.register_routes.get_hookimpls():
         owner = impl.plugin_name
 
         def register_route(route: Any, _owner: str = owner) -> None:
             if not isinstance(route, RouteSpec):
                 raise PluginError(f"plugin {_owner!r} passed {route!r} to register_routes; it takes a RouteSpec")
-            key = (route.method.upper(), route.path)
+            if route.dto is None and not (route.method and route.path.startswith("/")):
+                raise PluginError(f"plugin {_owner!r}: a RouteSpec without a dto needs a method and a path "
+                                  f"starting with '/', got {route.method!r} {route.path!r}")
+            if route.dto is not None and not is_api(route.dto):
+                raise PluginError(f"plugin {_owner!r}: RouteSpec.dto {route.dto!r} is not declared with @api")
+            key = route.key()
             if key in seen:
                 raise PluginError(
-                    f"route {key[0]} {key[1]} is registered twice: by plugin {seen[key]!r} and by plugin {_owner!r}"
+                    f"route {key} is registered twice: by plugin {seen[key]!r} and by plugin {_owner!r}"
                 )
             seen[key] = _owner
             registry.routes.append((route, _owner))

@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from .config import Config
     from .registry import Registry
 
-CONFIG = web.AppKey("aiport.config", "Config")
+CONFIG: web.AppKey["Config"] = web.AppKey("aiport.config")
 PLUGIN_MANAGER = web.AppKey("aiport.plugin_manager", pluggy.PluginManager)
-REGISTRY = web.AppKey("aiport.registry", "Registry")
-CATALOG = web.AppKey("aiport.api_catalog", "ApiCatalog")
+REGISTRY: web.AppKey["Registry"] = web.AppKey("aiport.registry")
+CATALOG: web.AppKey["ApiCatalog"] = web.AppKey("aiport.api_catalog")
 #: Shared outbound HTTP client (providers, callbacks); made at start-up.
 HTTP = web.AppKey("aiport.http", ClientSession)
 #: Folder uploads are spooled to before they are kept or discarded.
@@ -34,3 +34,12 @@ def services(app: web.Application) -> dict[str, Any]:
     return app[SERVICES]
 #: Providers from the config whose types are known, enabled and with their keys set.
 RESOLVED_PROVIDERS = web.AppKey("aiport.resolved_providers", list)
+
+# Per-request storage.
+REQUEST_ID = web.RequestKey("aiport.request_id", str)
+#: The caller (an ``aiport.core.auth.Principal``).
+PRINCIPAL = web.RequestKey("aiport.principal", object)
+#: The parsed input (``aiport.core.inputs.RequestInput``), for handlers that need the raw files.
+INPUT = web.RequestKey("aiport.input", object)
+#: Set on OpenAI-shaped APIs: errors also carry OpenAI's ``error`` object.
+OPENAI_ERRORS = web.RequestKey("aiport.openai_errors", bool)

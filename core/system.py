@@ -9,6 +9,7 @@ from aiohttp import web
 from . import state
 from .api import add_plain
 from .openapi import build_openapi
+from .version import __version__
 
 
 async def up(request: web.Request) -> web.Response:
@@ -18,8 +19,6 @@ async def up(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     """Readiness: runs every registered health check; 503 when one fails."""
-    from aiport import __version__
-
     checks = request.app[state.HEALTH_CHECKS]
     names = list(checks)
     results = await asyncio.gather(*(checks[n]() for n in names), return_exceptions=True)
@@ -38,8 +37,6 @@ async def health(request: web.Request) -> web.Response:
 
 async def openapi(request: web.Request) -> web.Response:
     """The OpenAPI 3 document of this app; paths are relative to where the app is mounted."""
-    from aiport import __version__
-
     doc = build_openapi(request.app, version=__version__)
     canonical = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
     prefix = canonical[: -len("/openapi.json")] if canonical.endswith("/openapi.json") else ""
