@@ -100,7 +100,20 @@ def add_api(app: web.Application, dto_cls: type, func: Handler) -> ApiEntry:
 
 
 def add_plain(app: web.Application, method: str, path: str, handler: Callable[..., Any],
-              summary: str = "") -> None:
+              summary: str = "", name: str | None = None) -> None:
     """A route without a DTO (health checks, file downloads); still listed in the OpenAPI document."""
-    app.router.add_route(method, path, handler)
+    app.router.add_route(method, path, handler, name=name)
     app[state.CATALOG].plain.append((method.upper(), path, summary))
+
+
+def base_url(request: web.Request) -> str:
+    """The absolute URL of the aiport app for this request (``server.public_base_url`` if set),
+    including the prefix it is mounted under, without a trailing slash."""
+    configured = request.app[state.CONFIG].server.public_base_url
+    if configured:
+        return configured.rstrip("/")
+    prefix = ""
+    resource = request.app.router.named_resources().get("aiport-up")
+    if resource is not None:
+        prefix = resource.canonical.removesuffix("/up")
+    return f"{request.scheme}://{request.host}{prefix}"

@@ -18,14 +18,22 @@ import pluggy
 import structlog
 from aiohttp import web
 
-from . import state
+from . import api_chat, api_jobs, state
 from .api import ApiCatalog, add_api, add_plain
+from .callbacks import CallbackExecutor
 from .config import Config
+from .engine import CALLBACK_API, CALLBACK_QUEUE, Clock, JobEngine, system_clock
+from .errors import ConfigError
 from .middleware import add_request_id, cors, errors, request_context
 from .plugins import build_plugin_manager
 from .providers import resolve_providers
 from .registry import Registry, collect
+from .routing import ProviderManager
 from .system import add_system_routes
+from .version import __version__
+
+#: How many callbacks are delivered at once.
+CALLBACK_CONCURRENCY = 16
 
 log = structlog.get_logger("aiport.app")
 
@@ -35,6 +43,7 @@ def create_app(
     *,
     plugin_manager: pluggy.PluginManager | None = None,
     environ: Mapping[str, str] | None = None,
+    clock: Clock | None = None,
 ) -> web.Application:
     """Build an aiport app from ``config`` (default: the embedded defaults).
 
@@ -42,11 +51,13 @@ def create_app(
     a bad plugin or a provider the plugins cannot serve raises
     :class:`~aiport.core.errors.PluginError` / :class:`~aiport.core.errors.ConfigError`.
     Resources (HTTP client, stores, plugin resources) start when the app runs.
+    ``clock`` (a callable returning an aware UTC ``datetime``) replaces the system clock.
     """
     config = config or Config()
     pm = plugin_manager or build_plugin_manager(config.plugins)
     registry = collect(pm, config)
     providers = resolve_providers(config, registry, environ)
+    _check_storage(config, registry)
 
     cors_cfg = config.server.cors
     middlewares: list[Any] = [request_context]
@@ -65,19 +76,36 @@ def create_app(
     app[state.HEALTH_CHECKS] = {}
     app[state.SERVICES] = {}
     app[state.RESOLVED_PROVIDERS] = providers
+    app[state.CLOCK] = clock or system_clock
+    app[state.ENGINE_SETUP] = []
 
     app.on_response_prepare.append(add_request_id)
     if cors_cfg.allow_origins:
         app.on_response_prepare.append(add_cors_headers)
 
     add_system_routes(app)
+    api_jobs.install(app)
+    api_chat.install(app)
     _add_plugin_routes(app, registry)
 
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_spool_dir)
+    app.cleanup_ctx.append(_jobs)
     for resource in registry.resources:
         app.cleanup_ctx.append(resource.context)
     return app
+
+
+def _check_storage(config: Config, registry: Registry) -> None:
+    problems = []
+    if config.storage.job_store not in registry.job_stores:
+        problems.append(f"storage.job_store: no plugin provides the job store {config.storage.job_store!r}; "
+                        f"known: {', '.join(registry.job_stores.names()) or 'none'}")
+    if registry.artifact_stores and config.storage.artifact_store not in registry.artifact_stores:
+        problems.append(f"storage.artifact_store: no plugin provides the artifact store "
+                        f"{config.storage.artifact_store!r}; known: {', '.join(registry.artifact_stores.names())}")
+    if problems:
+        raise ConfigError(problems)
 
 
 def _add_plugin_routes(app: web.Application, registry: Registry) -> None:
@@ -104,3 +132,41 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 async def _spool_dir(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(app[state.SPOOL_DIR].mkdir, parents=True, exist_ok=True)
     yield
+
+
+async def _jobs(app: web.Application) -> AsyncIterator[None]:
+    """The job store, the engine, provider instances and callback delivery."""
+    config = app[state.CONFIG]
+    registry = app[state.REGISTRY]
+    store = registry.job_stores[config.storage.job_store].factory(config)
+    await store.open()
+    engine = JobEngine(config, store, clock=app[state.CLOCK])  # type: ignore[arg-type]
+    app[state.ENGINE] = engine
+    providers = ProviderManager(engine)
+    resolved: list[Any] = app[state.RESOLVED_PROVIDERS]
+    providers.build(resolved, app[state.HTTP], config)
+    app[state.PROVIDERS] = providers
+
+    key = config.jobs.callback_signing_key or config.auth.admin_secret
+    strategies = [(s.name, s.accepts, s.factory(config, app[state.HTTP])) for s in registry.callback_strategies]
+    engine.add_queue(CALLBACK_QUEUE, CALLBACK_CONCURRENCY)
+    engine.register_executor(CALLBACK_API, CallbackExecutor(strategies, key.reveal() if key else None,
+                                                            f"aiport/{__version__}"))
+    if not key:
+        log.warning("ReplyTo callbacks are unsigned; set jobs.callback_signing_key to sign them")
+    for setup in app[state.ENGINE_SETUP]:
+        setup(app)
+
+    async def jobs_health() -> dict[str, object]:
+        counts = await store.queue_counts()
+        return {"status": "ok", "queued": sum(c.get("Queued", 0) for c in counts.values()),
+                "running": sum(c.get("Started", 0) for c in counts.values())}
+
+    app[state.HEALTH_CHECKS]["jobs"] = jobs_health
+    await engine.start()
+    try:
+        yield
+    finally:
+        await engine.stop()
+        await providers.close()
+        await store.close()

@@ -100,6 +100,11 @@ def _non_negative(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
         raise _FieldValueError(attribute.name, f"must be 0 or more, got {value!r}")
 
 
+def _positive_duration(_inst: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise _FieldValueError(attribute.name, f"must be more than 0, got {value!r}")
+
+
 def _port(_inst: Any, attribute: attrs.Attribute, value: int) -> None:
     if not 0 <= value <= 65535:
         raise _FieldValueError(attribute.name, f"must be a TCP port (0-65535), got {value!r}")
@@ -177,7 +182,7 @@ class ProviderConfig:
     heartbeat_url: str | None = None
     concurrency: int = attrs.field(default=1, validator=_positive)
     priority: int = 0
-    timeout: Duration = attrs.field(default=Duration(180.0), validator=_positive)
+    timeout: Duration = attrs.field(default=Duration(180.0), validator=_positive_duration)
     models: list[ModelMapping] = attrs.field(factory=list)
     options: dict[str, Any] = attrs.field(factory=dict)
 
@@ -193,15 +198,15 @@ class PluginsConfig:
 @attrs.frozen
 class JobsConfig:
     #: A job running longer than this is cancelled.
-    timeout: Duration = attrs.field(default=Duration(1200.0), validator=_positive)
+    timeout: Duration = attrs.field(default=Duration(1200.0), validator=_positive_duration)
     #: How many times a job that failed with a retryable error is tried again.
     retries: int = attrs.field(default=2, validator=_non_negative)
     #: First retry delay; each further retry doubles it.
     retry_backoff: Duration = attrs.field(default=Duration(2.0), validator=_non_negative)
     #: How long a sync chat call waits for its job before answering with the job reference.
-    sync_timeout_chat: Duration = attrs.field(default=Duration(120.0), validator=_positive)
+    sync_timeout_chat: Duration = attrs.field(default=Duration(120.0), validator=_positive_duration)
     #: The same for media generation and transforms.
-    sync_timeout_media: Duration = attrs.field(default=Duration(300.0), validator=_positive)
+    sync_timeout_media: Duration = attrs.field(default=Duration(300.0), validator=_positive_duration)
     #: How many times a ReplyTo callback is attempted before it is given up.
     callback_attempts: int = attrs.field(default=10, validator=_positive)
     #: Let ReplyTo URLs point at loopback, link-local and private addresses (off: SSRF guard).

@@ -20,6 +20,11 @@ from .errors import PluginError
 #: The built-in plugins, loaded first, in this order. Each is an ordinary plugin
 #: module; its plugin name is the last part of its dotted name.
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "aiport.plugins.jobstore_sqlite",
+    "aiport.plugins.callback_webhook",
+    "aiport.plugins.transforms_image",
+    "aiport.plugins.transforms_ffmpeg",
+    "aiport.plugins.artifacts_local",
 )
 
 #: Entry-point group third-party plugins advertise themselves in.

@@ -14,12 +14,14 @@ from aiohttp import ClientSession, web
 if TYPE_CHECKING:
     from .api import ApiCatalog
     from .config import Config
+    from .engine import JobEngine
     from .registry import Registry
+    from .routing import ProviderManager
 
-CONFIG: web.AppKey["Config"] = web.AppKey("aiport.config")
+CONFIG: web.AppKey[Config] = web.AppKey("aiport.config")
 PLUGIN_MANAGER = web.AppKey("aiport.plugin_manager", pluggy.PluginManager)
-REGISTRY: web.AppKey["Registry"] = web.AppKey("aiport.registry")
-CATALOG: web.AppKey["ApiCatalog"] = web.AppKey("aiport.api_catalog")
+REGISTRY: web.AppKey[Registry] = web.AppKey("aiport.registry")
+CATALOG: web.AppKey[ApiCatalog] = web.AppKey("aiport.api_catalog")
 #: Shared outbound HTTP client (providers, callbacks); made at start-up.
 HTTP = web.AppKey("aiport.http", ClientSession)
 #: Folder uploads are spooled to before they are kept or discarded.
@@ -32,8 +34,17 @@ SERVICES = web.AppKey("aiport.services", dict)
 
 def services(app: web.Application) -> dict[str, Any]:
     return app[SERVICES]
+#: The job engine (and through it the job store), started in ``cleanup_ctx``.
+ENGINE: web.AppKey[JobEngine] = web.AppKey("aiport.engine")
+#: Provider instances, health and routing, started in ``cleanup_ctx``.
+PROVIDERS: web.AppKey[ProviderManager] = web.AppKey("aiport.providers")
+#: The app's clock (UTC ``datetime``); tests inject one.
+CLOCK = web.AppKey("aiport.clock", object)
+#: Functions ``(app) -> None`` run at start-up once the engine exists, before it starts
+#: (feature modules register their executors and queues here).
+ENGINE_SETUP = web.AppKey("aiport.engine_setup", list)
 #: Providers from the config whose types are known, enabled and with their keys set.
-RESOLVED_PROVIDERS = web.AppKey("aiport.resolved_providers", list)
+RESOLVED_PROVIDERS: web.AppKey[list[Any]] = web.AppKey("aiport.resolved_providers")
 
 # Per-request storage.
 REQUEST_ID = web.RequestKey("aiport.request_id", str)

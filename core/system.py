@@ -46,6 +46,6 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def add_system_routes(app: web.Application) -> None:
-    add_plain(app, "GET", "/up", up, "Liveness check")
+    add_plain(app, "GET", "/up", up, "Liveness check", name="aiport-up")
     add_plain(app, "GET", "/health", health, "Readiness check with per-subsystem status")
     add_plain(app, "GET", "/openapi.json", openapi, "This OpenAPI document")

@@ -1,0 +1,280 @@
+"""Job status and cancellation APIs, and the queue/sync helpers every job-backed API uses."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from . import state
+from .api import add_api, base_url
+from .auth import Principal
+from .callbacks import check_reply_to
+from .dto import api, field, response_model
+from .engine import JobEngine
+from .errors import ApiError, BadRequest, NotFound
+from .jobs import Job, JobSpec, JobState
+
+ENGINE = state.ENGINE
+
+
+# --------------------------------------------------------------------------- responses
+
+
+@response_model()
+@attrs.define
+class QueueGenerationResponse:
+    """What a queued call returns at once."""
+
+    job_id: int
+    ref_id: str
+    job_state: str
+    status: str
+    status_url: str
+
+
+@response_model()
+@attrs.define
+class QueueOpenAiChatResponse:
+    """A queued chat call's answer; the job id is named ``id``, as in AI Server."""
+
+    id: int
+    ref_id: str
+    job_state: str
+    status: str
+    status_url: str
+
+
+@response_model()
+@attrs.define
+class ArtifactOutput:
+    url: str
+    file_name: str
+    provider: str | None = None
+
+
+@response_model()
+@attrs.define
+class TextOutput:
+    text: str
+
+
+@response_model()
+@attrs.define
+class GenerationStatusResponse:
+    """``GetArtifactGenerationStatus`` / ``GetTextGenerationStatus``: results once completed."""
+
+    job_id: int
+    ref_id: str
+    job_state: str
+    status: str
+    progress: float | None = None
+    results: list[Any] | None = None
+    duration: dt.timedelta | None = None
+
+
+@response_model()
+@attrs.define
+class ChatStatusResponse:
+    """``GetOpenAiChatStatus``: the chat completion once completed."""
+
+    job_id: int
+    ref_id: str
+    job_state: str
+    status: str
+    result: dict[str, Any] | None = None
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@api(methods=("GET", "POST"), auth="key", response=GenerationStatusResponse, tags=["jobs"])
+@attrs.define
+class GetArtifactGenerationStatus:
+    """Status of a media job; ``results`` are the artifact URLs once it completed."""
+
+    job_id: int | None = field(ge=1)
+    ref_id: str | None = field(max_length=200)
+
+
+@api(methods=("GET", "POST"), auth="key", response=GenerationStatusResponse, tags=["jobs"])
+@attrs.define
+class GetTextGenerationStatus:
+    """Status of a text-producing media job (image-to-text, speech-to-text)."""
+
+    job_id: int | None = field(ge=1)
+    ref_id: str | None = field(max_length=200)
+
+
+@api(methods=("GET", "POST"), auth="key", response=ChatStatusResponse, tags=["jobs", "chat"])
+@attrs.define
+class GetOpenAiChatStatus:
+    """Status of a queued chat; ``RefId`` takes precedence over ``JobId``."""
+
+    job_id: int | None = field(ge=1)
+    ref_id: str | None = field(max_length=200)
+
+
+@api(methods=("POST", "DELETE"), auth="key", response=GenerationStatusResponse, tags=["jobs"])
+@attrs.define
+class CancelJob:
+    """Cancel a queued or running job (no retry); its ReplyTo is told."""
+
+    job_id: int | None = field(ge=1)
+    ref_id: str | None = field(max_length=200)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def engine_of(request: web.Request) -> JobEngine:
+    return request.app[ENGINE]
+
+
+def principal_of(request: web.Request) -> Principal:
+    principal = request.get(state.PRINCIPAL)
+    return principal if isinstance(principal, Principal) else Principal()
+
+
+async def find_job(request: web.Request, job_id: int | None, ref_id: str | None,
+                   *, ref_first: bool = False) -> Job:
+    """A job the caller may see (its own, or any for the admin); 404 otherwise."""
+    if job_id is None and not ref_id:
+        raise BadRequest("Send JobId or RefId.", error_code="NotEmpty")
+    store = engine_of(request).store
+    job = None
+    if ref_first and ref_id:
+        job = await store.get(ref_id=ref_id)
+    if job is None and job_id is not None:
+        job = await store.get(job_id=job_id)
+    if job is None and ref_id and not ref_first:
+        job = await store.get(ref_id=ref_id)
+    principal = principal_of(request)
+    if job is None or (not principal.is_admin and job.key_id != principal.key_id):
+        what = f"RefId {ref_id!r}" if ref_id else f"JobId {job_id}"
+        raise NotFound(f"No job with {what}.")
+    return job
+
+
+def status_url(request: web.Request, status_api: str, job: Job) -> str:
+    return f"{base_url(request)}/api/{status_api}?RefId={job.ref_id}"
+
+
+def job_ref(job: Job) -> dict[str, Any]:
+    return {"jobId": job.id, "refId": job.ref_id, "jobState": job.state.value, "status": job.status_text}
+
+
+def raise_for_job(job: Job) -> None:
+    """A failed or cancelled job becomes the error that fits its cause, still naming the job."""
+    if job.state in (JobState.FAILED, JobState.CANCELLED):
+        error = dict(job.error or {})
+        status = job.error_status or 500
+        err = ApiError(str(error.get("message") or f"Job {job.state.value.lower()}."),
+                       error_code=str(error.get("errorCode") or job.state.value),
+                       extra=job_ref(job))
+        err.status = status if 400 <= status < 600 else 500
+        if error.get("errors"):
+            from .errors import FieldError
+
+            err.errors = [FieldError(e.get("errorCode", ""), e.get("fieldName", ""), e.get("message", ""))
+                          for e in error["errors"]]
+        raise err
+
+
+def artifact_results(request: web.Request, job: Job) -> list[ArtifactOutput]:
+    base = base_url(request)
+    out = []
+    for item in (job.response or {}).get("results", []):
+        url = item.get("url") or f"{base}/artifacts/{item['path']}"
+        out.append(ArtifactOutput(url=url, file_name=item.get("fileName") or item.get("path", "").rsplit("/", 1)[-1],
+                                  provider=item.get("provider") or job.provider))
+    return out
+
+
+def generation_status(request: web.Request, job: Job, *, text: bool) -> GenerationStatusResponse:
+    raise_for_job(job)
+    response = GenerationStatusResponse(job_id=job.id, ref_id=job.ref_id, job_state=job.state.value,
+                                        status=job.status_text, progress=job.progress)
+    if job.state == JobState.COMPLETED:
+        if text:
+            response.results = [TextOutput(text=r.get("text", "")) for r in (job.response or {}).get("results", [])]
+        else:
+            response.results = list(artifact_results(request, job))
+        if job.duration_ms is not None:
+            response.duration = dt.timedelta(milliseconds=job.duration_ms)
+    return response
+
+
+async def submit(request: web.Request, spec: JobSpec) -> Job:
+    """Submit a job for the calling key, checking its ReplyTo (SSRF guard) first."""
+    if spec.reply_to:
+        await check_reply_to(spec.reply_to,
+                             allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
+    spec = attrs.evolve(spec, key_id=principal_of(request).key_id)
+    return await engine_of(request).submit(spec)
+
+
+def queued_response(request: web.Request, job: Job, status_api: str) -> QueueGenerationResponse:
+    return QueueGenerationResponse(job_id=job.id, ref_id=job.ref_id, job_state=job.state.value,
+                                   status=job.status_text, status_url=status_url(request, status_api, job))
+
+
+def reply_to_of(request: web.Request, value: str | None) -> str | None:
+    """``ReplyTo`` from the DTO, else from the HTTP header (as AI Server's media APIs allow)."""
+    return value or request.headers.get("ReplyTo") or None
+
+
+def tag_of(request: web.Request, value: str | None) -> str | None:
+    return value or request.headers.get("Tag") or None
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+async def get_artifact_status(request: web.Request, dto: GetArtifactGenerationStatus) -> Any:
+    return generation_status(request, await find_job(request, dto.job_id, dto.ref_id), text=False)
+
+
+async def get_text_status(request: web.Request, dto: GetTextGenerationStatus) -> Any:
+    return generation_status(request, await find_job(request, dto.job_id, dto.ref_id), text=True)
+
+
+async def get_chat_status(request: web.Request, dto: GetOpenAiChatStatus) -> Any:
+    job = await find_job(request, dto.job_id, dto.ref_id, ref_first=True)
+    raise_for_job(job)
+    result = dict(job.response) if job.state == JobState.COMPLETED and job.response else None
+    return ChatStatusResponse(job_id=job.id, ref_id=job.ref_id, job_state=job.state.value,
+                              status=job.status_text, result=result)
+
+
+async def cancel_job(request: web.Request, dto: CancelJob) -> Any:
+    job = await find_job(request, dto.job_id, dto.ref_id)
+    job = await engine_of(request).cancel(job)
+    return GenerationStatusResponse(job_id=job.id, ref_id=job.ref_id, job_state=job.state.value,
+                                    status=job.status_text)
+
+
+def install(app: web.Application) -> None:
+    add_api(app, GetArtifactGenerationStatus, get_artifact_status)
+    add_api(app, GetTextGenerationStatus, get_text_status)
+    add_api(app, GetOpenAiChatStatus, get_chat_status)
+    add_api(app, CancelJob, cancel_job)
+
+
+def generation_callback_body(job: Job, results: list[Mapping[str, Any]], *, text: bool) -> dict[str, Any]:
+    """AI Server's generation callback: ``{state, refId, outputs|textOutputs, responseStatus}``."""
+    body: dict[str, Any] = {"jobId": job.id, "refId": job.ref_id, "state": job.state.value}
+    if job.state == JobState.COMPLETED:
+        if text:
+            body["textOutputs"] = [{"text": r.get("text", "")} for r in results]
+        else:
+            body["outputs"] = [{"fileName": r.get("fileName") or r.get("path", "").rsplit("/", 1)[-1],
+                                "url": r.get("url") or f"/artifacts/{r.get('path', '')}",
+                                **({"outputFormat": r["outputFormat"]} if r.get("outputFormat") else {})}
+                               for r in results]
+    if job.error:
+        body["responseStatus"] = dict(job.error)
+    return body

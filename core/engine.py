@@ -1,0 +1,441 @@
+"""The job engine: queues, workers, retries, timeouts, callbacks and sync waits.
+
+Each queue (one per provider, plus ``callbacks`` and the local media queues)
+has a fixed number of :class:`Slots`, its ``concurrency``; a job is claimed from
+the store only when a slot is free, so a provider never runs more jobs at once
+than configured. Streamed requests that bypass the queue take the same slots.
+
+APIs plug in an :class:`Executor` per API name: it runs a job, says what its
+``ReplyTo`` callback carries, and may send a failed job to another queue
+(failover). The engine owns everything else: claiming, leases, retries with
+backoff, the job timeout, cancellation, waking sync callers, and the callback
+job that delivers each result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import attrs
+import structlog
+
+from .config import Config
+from .errors import ApiError, GatewayTimeout, NotFound, ProviderError
+from .jobs import Job, JobResult, JobSpec, JobState, JobStore
+
+log = structlog.get_logger("aiport.jobs")
+
+Clock = Callable[[], dt.datetime]
+CALLBACK_QUEUE = "callbacks"
+CALLBACK_API = "Callback"
+#: A worker keeps its jobs' leases this long past its last renewal.
+LEASE_SECONDS = 60.0
+#: How often idle queues look for work from other nodes or delayed retries.
+POLL_SECONDS = 1.0
+
+
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Slots:
+    """A queue's capacity: ``concurrency`` places shared by its worker and streamed calls."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self._free = asyncio.Semaphore(concurrency)
+        self.running = 0
+        #: Jobs this node submitted to the queue that no worker has taken yet.
+        self.waiting = 0
+
+    @property
+    def free(self) -> int:
+        """Places not in use and not promised to waiting jobs (negative when backlogged)."""
+        return self.concurrency - self.running - self.waiting
+
+    async def acquire(self) -> None:
+        await self._free.acquire()
+        self.running += 1
+
+    def release(self) -> None:
+        self.running -= 1
+        self._free.release()
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> Any:
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+@attrs.define
+class JobContext:
+    """What an executor gets besides the job: progress reporting and the engine's services."""
+
+    job: Job
+    engine: JobEngine
+    owner: str
+    _last_progress: float = 0.0
+
+    async def progress(self, value: float | None = None, status: str | None = None) -> None:
+        """Report progress (0..1) and/or a status line; persisted at most a few times a second."""
+        now = time.monotonic()
+        if value is not None and value < 1.0 and now - self._last_progress < 0.25 and status is None:
+            return
+        self._last_progress = now
+        await self.engine.store.progress(self.job.id, self.owner, value, status)
+
+    async def executed(self, provider: str | None = None) -> None:
+        """The backend finished; outputs are being stored."""
+        await self.engine.store.mark_executed(self.job.id, self.owner, provider)
+
+
+class Executor:
+    """How one API's jobs run. Subclass and override :meth:`run`."""
+
+    async def run(self, job: Job, ctx: JobContext) -> JobResult:
+        raise NotImplementedError
+
+    def callback_body(self, job: Job) -> Mapping[str, Any] | None:
+        """The JSON a ``ReplyTo`` receives for a finished ``job`` (``None``: send nothing)."""
+        return None
+
+    def reroute(self, job: Job, error: BaseException) -> str | None:
+        """Another queue to try a failed job on at once (failover), or ``None``."""
+        return None
+
+    def provider_of(self, job: Job) -> str | None:
+        """The provider a job's queue stands for (recorded with its result)."""
+        return job.queue
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Connection errors, timeouts, 429 and 5xx may succeed on a retry; a bad request will not."""
+    if isinstance(error, ProviderError):
+        return error.retryable
+    if isinstance(error, ApiError):
+        return error.status >= 500
+    return isinstance(error, OSError | asyncio.TimeoutError | ConnectionError)
+
+
+def error_of(error: BaseException) -> tuple[dict[str, Any], int]:
+    """The ``responseStatus`` and HTTP status recorded for a failure."""
+    if isinstance(error, ApiError):
+        return error.response_status(), error.status
+    return {"errorCode": type(error).__name__, "message": str(error) or type(error).__name__}, 500
+
+
+class WorkQueue:
+    """One named queue: its slots, its wake-up event and its dispatcher task."""
+
+    def __init__(self, name: str, concurrency: int) -> None:
+        self.name = name
+        self.slots = Slots(concurrency)
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class JobEngine:
+    """Runs jobs from a :class:`JobStore` on this node."""
+
+    def __init__(self, config: Config, store: JobStore, *, clock: Clock = system_clock,
+                 node_id: str | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.node_id = node_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.queues: dict[str, WorkQueue] = {}
+        self.executors: dict[str, Executor] = {}
+        self._waiters: dict[int, list[asyncio.Future[Job]]] = {}
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._maintenance: asyncio.Task[None] | None = None
+        self._started = False
+        #: Seconds after finishing that a job moves to its monthly archive.
+        self.archive_after = 300.0
+        self.stats: dict[str, dict[str, int]] = {}
+
+    # ------------------------------------------------------------------ set-up
+
+    def register_executor(self, api: str, executor: Executor) -> None:
+        if api in self.executors:
+            raise ValueError(f"an executor for {api!r} is already registered")
+        self.executors[api] = executor
+
+    def add_queue(self, name: str, concurrency: int) -> WorkQueue:
+        """Create (or resize) a queue; its dispatcher starts with the engine."""
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = self.queues[name] = WorkQueue(name, concurrency)
+            if self._started:
+                queue.task = asyncio.create_task(self._dispatch(queue), name=f"aiport-queue-{name}")
+        return queue
+
+    def slots(self, name: str) -> Slots:
+        return self.queues[name].slots
+
+    async def start(self) -> None:
+        """Recover jobs a previous process left running, then start the workers."""
+        requeued, failed = await self.store.recover(self.clock(), all_started=True)
+        if requeued or failed:
+            log.warning("recovered interrupted jobs", requeued=requeued, failed=failed)
+        self._started = True
+        for queue in self.queues.values():
+            queue.task = asyncio.create_task(self._dispatch(queue), name=f"aiport-queue-{queue.name}")
+        self._maintenance = asyncio.create_task(self._maintain(), name="aiport-jobs-maintenance")
+
+    async def stop(self) -> None:
+        """Stop workers. Running jobs are left ``Started``: the next start requeues them."""
+        self._started = False
+        tasks = [q.task for q in self.queues.values() if q.task] + list(self._running.values())
+        if self._maintenance:
+            tasks.append(self._maintenance)
+        tasks += list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for futures in self._waiters.values():
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+        self._waiters.clear()
+
+    # ------------------------------------------------------------------ submit and wait
+
+    async def submit(self, spec: JobSpec) -> Job:
+        """Store a new job (or return the existing one for a repeated RefId) and wake its queue."""
+        if spec.max_attempts == JobSpec.max_attempts and spec.api != CALLBACK_API:
+            spec = attrs.evolve(spec, max_attempts=self.config.jobs.retries + 1)
+        job, new = await self.store.enqueue(spec, self.clock())
+        if new:
+            queue = self.queues.get(job.queue)
+            if queue is not None:
+                queue.slots.waiting += 1
+                queue.wake.set()
+        return job
+
+    async def wait(self, job: Job, timeout: float) -> Job:
+        """Wait (on an event, not by polling) until ``job`` finishes or ``timeout`` passes.
+
+        On timeout raises a 504 whose body names the job, which carries on.
+        """
+        if job.state.finished:
+            return job
+        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(job.id, []).append(future)
+        try:
+            current = await self.store.get(job_id=job.id)
+            if current is not None and current.state.finished:
+                return current
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            current = await self.store.get(job_id=job.id) or job
+            raise GatewayTimeout(
+                f"The job did not finish within {timeout:g} s; it carries on. Poll its status with "
+                f"JobId {job.id} or RefId {job.ref_id!r}.",
+                error_code="Timeout",
+                extra={"jobId": job.id, "refId": job.ref_id, "jobState": current.state.value},
+            ) from None
+        finally:
+            waiters = self._waiters.get(job.id)
+            if waiters is not None:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(future)
+                if not waiters:
+                    self._waiters.pop(job.id, None)
+
+    async def cancel(self, job: Job, reason: str = "Cancelled by request", *, status: int = 409,
+                     code: str = "Cancelled") -> Job:
+        """Cancel a queued or running job (no retry); its ``ReplyTo`` is told."""
+        if job.state.finished:
+            return job
+        error = {"errorCode": code, "message": reason}
+        final = attrs.evolve(job, state=JobState.CANCELLED, error=error, error_status=status)
+        updated = await self.store.cancel(job.id, self.clock(), error, callback=self._callback_spec(final),
+                                          error_status=status)
+        if updated is None:
+            raise NotFound(f"Job {job.id} does not exist.")
+        task = self._running.get(job.id)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        elif job.state == JobState.QUEUED and job.queue in self.queues:
+            self.queues[job.queue].slots.waiting = max(0, self.queues[job.queue].slots.waiting - 1)
+        self._wake(CALLBACK_QUEUE)
+        self._notify(updated)
+        return updated
+
+    # ------------------------------------------------------------------ workers
+
+    def _wake(self, name: str) -> None:
+        queue = self.queues.get(name)
+        if queue is not None:
+            queue.wake.set()
+
+    async def _dispatch(self, queue: WorkQueue) -> None:
+        owner = f"{self.node_id}:{queue.name}"
+        while True:
+            await queue.slots.acquire()
+            try:
+                job = await self.store.claim(queue.name, owner, LEASE_SECONDS, self.clock())
+            except Exception as exc:
+                queue.slots.release()
+                log.error("claiming a job failed", queue=queue.name, error=repr(exc))
+                await asyncio.sleep(POLL_SECONDS)
+                continue
+            if job is None:
+                queue.slots.release()
+                queue.slots.waiting = 0
+                queue.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(queue.wake.wait(), POLL_SECONDS)
+                continue
+            queue.slots.waiting = max(0, queue.slots.waiting - 1)
+            task = asyncio.create_task(self._run(job, owner, queue), name=f"aiport-job-{job.id}")
+            self._running[job.id] = task
+
+    async def _run(self, job: Job, owner: str, queue: WorkQueue) -> None:
+        executor = self.executors.get(job.api)
+        bucket = self.stats.setdefault(queue.name, {"received": 0, "completed": 0, "retries": 0, "failed": 0})
+        bucket["received"] += 1
+        try:
+            if executor is None:
+                await self._finish_failed(job, owner, NotFound(f"No executor for API {job.api!r}."), None)
+                return
+            ctx = JobContext(job=job, engine=self, owner=owner)
+            try:
+                async with asyncio.timeout(self.config.jobs.timeout):
+                    result = await executor.run(job, ctx)
+            except TimeoutError:
+                await self.cancel(job, f"The job ran longer than jobs.timeout ({self.config.jobs.timeout:g} s).",
+                                  status=504, code="Timeout")
+                bucket["failed"] += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._handle_failure(job, owner, executor, exc, bucket)
+                return
+            final = attrs.evolve(job, state=JobState.COMPLETED, response=dict(result.response),
+                                 outputs=tuple(result.outputs), provider=result.usage.provider or job.provider)
+            done = await self.store.complete(job.id, owner, result, self.clock(),
+                                             callback=self._callback_spec(final, executor))
+            if done:
+                bucket["completed"] += 1
+                self._wake(CALLBACK_QUEUE)
+                await self._notify_by_id(job.id)
+        except asyncio.CancelledError:
+            # Cancelled by CancelJob (the store already says Cancelled) or by shut-down
+            # (the job stays Started and the next start requeues it).
+            pass
+        except Exception as exc:  # the store failed; the lease lapses and recovery retries the job
+            log.error("job bookkeeping failed", job_id=job.id, error=repr(exc))
+        finally:
+            self._running.pop(job.id, None)
+            queue.slots.release()
+            queue.wake.set()
+
+    async def _handle_failure(self, job: Job, owner: str, executor: Executor, exc: Exception,
+                              bucket: dict[str, int]) -> None:
+        error, status = error_of(exc)
+        provider = executor.provider_of(job)
+        if is_retryable(exc) and job.attempts < job.max_attempts:
+            other = executor.reroute(job, exc)
+            if other is not None and other != job.queue:
+                delay = 0.0
+            elif isinstance(exc, ProviderError) and exc.retry_after is not None:
+                delay = min(exc.retry_after, 300.0)
+            else:
+                delay = self._backoff(job)
+            retry_at = self.clock() + dt.timedelta(seconds=delay)
+            moved = await self.store.fail(job.id, owner, error, status, self.clock(), retry_at=retry_at,
+                                          queue=other, provider=provider)
+            if moved:
+                bucket["retries"] += 1
+                target = other or job.queue
+                if target in self.queues:
+                    self.queues[target].slots.waiting += 1
+                log.info("job will be retried", job_id=job.id, attempt=job.attempts, delay_s=round(delay, 2),
+                         queue=target, error=error.get("message"))
+                loop = asyncio.get_running_loop()
+                loop.call_later(delay, self._wake, target)
+            return
+        bucket["failed"] += 1
+        await self._finish_failed(job, owner, exc, executor, provider=provider)
+
+    def _backoff(self, job: Job) -> float:
+        base = self.config.jobs.retry_backoff
+        return min(base * (2 ** max(0, job.attempts - 1)), 300.0)
+
+    async def _finish_failed(self, job: Job, owner: str, exc: BaseException, executor: Executor | None,
+                             provider: str | None = None) -> None:
+        error, status = error_of(exc)
+        final = attrs.evolve(job, state=JobState.FAILED, error=error, error_status=status)
+        callback = self._callback_spec(final, executor) if executor else None
+        if await self.store.fail(job.id, owner, error, status, self.clock(), provider=provider,
+                                 callback=callback):
+            log.info("job failed", job_id=job.id, attempts=job.attempts, error=error.get("message"))
+            self._wake(CALLBACK_QUEUE)
+            await self._notify_by_id(job.id)
+
+    def _callback_spec(self, job: Job, executor: Executor | None = None) -> JobSpec | None:
+        if not job.reply_to or job.api == CALLBACK_API:
+            return None
+        executor = executor or self.executors.get(job.api)
+        body = executor.callback_body(job) if executor else None
+        if body is None:
+            return None
+        return JobSpec(
+            api=CALLBACK_API, queue=CALLBACK_QUEUE, key_id=job.key_id, tag=job.tag, reply_to=job.reply_to,
+            parent_id=job.id, max_attempts=self.config.jobs.callback_attempts,
+            request={"replyTo": job.reply_to, "body": dict(body), "parentId": job.id, "parentRefId": job.ref_id},
+        )
+
+    # ------------------------------------------------------------------ waking sync callers
+
+    async def _notify_by_id(self, job_id: int) -> None:
+        if job_id in self._waiters:
+            job = await self.store.get(job_id=job_id)
+            if job is not None:
+                self._notify(job)
+
+    def _notify(self, job: Job) -> None:
+        for future in self._waiters.get(job.id, ()):
+            if not future.done():
+                future.set_result(job)
+
+    # ------------------------------------------------------------------ maintenance
+
+    async def _maintain(self) -> None:
+        """Renew this node's leases, recover expired ones, archive finished jobs."""
+        last_archive = 0.0
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            try:
+                renew = getattr(self.store, "renew_owner", None)
+                if renew is not None:
+                    await renew(self.node_id, LEASE_SECONDS, self.clock())
+                await self.store.recover(self.clock(), all_started=False)
+                if time.monotonic() - last_archive > 60:
+                    last_archive = time.monotonic()
+                    await self.archive_now()
+            except Exception as exc:
+                log.error("job maintenance failed", error=repr(exc))
+
+    async def archive_now(self) -> int:
+        """Move jobs finished more than ``archive_after`` seconds ago to their monthly archive."""
+        return await self.store.archive(self.clock() - dt.timedelta(seconds=self.archive_after))
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        """Run background work that the engine cancels on stop."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -1,0 +1,607 @@
+"""The built-in job store: SQLite through aiosqlite, WAL, one writer connection with group commit.
+
+Layout (beside ``storage.database_path``):
+
+- ``aiport.db``: ``job_index`` (every job ever: id, refId, key, archive month),
+  ``jobs`` (active and recently finished jobs) and ``summary`` (one analytics
+  row per finished request).
+- ``jobs_YYYY-MM.db``: finished jobs, moved out by :meth:`archive` into the file
+  of the month they were created in (as AI Server does).
+
+Writes go through one connection. Concurrent writes are batched into one
+transaction ("group commit"): under load many jobs share one commit, and each
+batch costs one hop to the connection's thread. A write is acknowledged only
+after its transaction committed (WAL, ``synchronous=NORMAL``: durable against a
+crash of the process). Each write runs in its own savepoint, so one failing
+write does not undo the others of its batch.
+
+One node only: a SQLite file is not shared between machines, so at start-up
+every ``Started`` job belongs to a process that no longer runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+import structlog
+from aiport.core.errors import Conflict
+from aiport.core.hookspecs import hookimpl
+from aiport.core.jobs import (
+    ACTIVE_STATES,
+    FINISHED_STATES,
+    Job,
+    JobQuery,
+    JobResult,
+    JobSpec,
+    JobState,
+    Usage,
+)
+from aiport.core.registry import JobStoreType
+
+log = structlog.get_logger("aiport.jobs.sqlite")
+T = TypeVar("T")
+
+_JOB_COLUMNS = (
+    "id", "ref_id", "api", "queue", "state", "key_id", "tag", "reply_to", "requested_provider", "provider",
+    "status", "progress", "attempts", "max_attempts", "request", "response", "error", "error_status",
+    "inputs", "outputs", "parent_id", "created_at", "started_at", "completed_at", "run_after",
+    "lease_owner", "lease_expires_at", "duration_ms",
+)
+_JOBS_TABLE = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY, ref_id TEXT NOT NULL, api TEXT NOT NULL, queue TEXT NOT NULL,
+    state TEXT NOT NULL, key_id INTEGER NOT NULL DEFAULT 0, tag TEXT, reply_to TEXT,
+    requested_provider TEXT, provider TEXT, status TEXT, progress REAL,
+    attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL DEFAULT 3,
+    request TEXT NOT NULL, response TEXT, error TEXT, error_status INTEGER,
+    inputs TEXT, outputs TEXT, parent_id INTEGER,
+    created_at REAL NOT NULL, started_at REAL, completed_at REAL, run_after REAL,
+    lease_owner TEXT, lease_expires_at REAL, duration_ms INTEGER
+);
+"""
+_SCHEMA = _JOBS_TABLE + """
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, run_after, id);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, completed_at);
+CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id);
+CREATE TABLE IF NOT EXISTS job_index (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, ref_id TEXT NOT NULL UNIQUE, key_id INTEGER NOT NULL,
+    api TEXT NOT NULL, created_at REAL NOT NULL, archive TEXT
+);
+CREATE TABLE IF NOT EXISTS summary (
+    id INTEGER PRIMARY KEY, ref_id TEXT NOT NULL, api TEXT NOT NULL, queue TEXT, provider TEXT,
+    model TEXT, key_id INTEGER NOT NULL, tag TEXT, state TEXT NOT NULL, attempts INTEGER,
+    prompt_tokens INTEGER, completion_tokens INTEGER, duration_ms INTEGER, ttft_ms INTEGER,
+    created_at REAL NOT NULL, month TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS summary_month ON summary (month);
+CREATE INDEX IF NOT EXISTS summary_created ON summary (created_at);
+"""
+_BATCH_LIMIT = 512
+
+
+def _ts(value: dt.datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _dt(value: float | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _month(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m")
+
+
+def _row_to_job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    r = dict(zip(_JOB_COLUMNS, row, strict=True))
+    return Job(
+        id=r["id"], ref_id=r["ref_id"], api=r["api"], queue=r["queue"], state=JobState(r["state"]),
+        request=_loads(r["request"]) or {}, key_id=r["key_id"], tag=r["tag"], reply_to=r["reply_to"],
+        requested_provider=r["requested_provider"], provider=r["provider"], status=r["status"],
+        progress=r["progress"], attempts=r["attempts"], max_attempts=r["max_attempts"],
+        response=_loads(r["response"]), error=_loads(r["error"]), error_status=r["error_status"],
+        inputs=_loads(r["inputs"]) or {}, outputs=tuple(_loads(r["outputs"]) or ()), parent_id=r["parent_id"],
+        created_at=_dt(r["created_at"]) or dt.datetime.now(dt.UTC), started_at=_dt(r["started_at"]),
+        completed_at=_dt(r["completed_at"]), run_after=_dt(r["run_after"]), lease_owner=r["lease_owner"],
+        lease_expires_at=_dt(r["lease_expires_at"]), duration_ms=r["duration_ms"],
+    )
+
+
+_SELECT = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
+
+
+class SqliteJobStore:
+    """The :class:`aiport.core.jobs.JobStore` on SQLite files."""
+
+    def __init__(self, database_path: Path) -> None:
+        self.path = database_path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._pending: asyncio.Queue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]] = (
+            asyncio.Queue())
+        self._writer_task: asyncio.Task[None] | None = None
+        self._archives: dict[str, aiosqlite.Connection] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._writer.executescript(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
+            "PRAGMA foreign_keys=OFF;" + _SCHEMA)
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._reader.executescript("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")
+        self._writer_task = asyncio.create_task(self._write_loop(), name="aiport-sqlite-writer")
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
+        for conn in (*self._archives.values(), self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._archives.clear()
+        self._reader = self._writer = None
+
+    # ------------------------------------------------------------------ group commit
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, exclusive: bool = False) -> T:
+        """Run ``fn(connection)`` in the next write transaction; returns after it committed.
+
+        An ``exclusive`` write runs on its own, outside any transaction, and manages
+        its transactions itself (ATTACH cannot run inside one).
+        """
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.put_nowait((fn, future, exclusive))
+        return await future
+
+    async def _write_loop(self) -> None:
+        assert self._writer is not None
+        writer = self._writer
+        while True:
+            batch = [await self._pending.get()]
+            while len(batch) < _BATCH_LIMIT:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            shared = [(fn, fut) for fn, fut, exclusive in batch if not exclusive]
+            if shared:
+                try:
+                    # One hop to the connection's thread for the whole batch instead of one per
+                    # statement; aiosqlite exposes no public call for that.
+                    outcomes = await writer._execute(_run_batch, writer._conn, [fn for fn, _ in shared])
+                except Exception as exc:  # the transaction itself failed: every write in it failed
+                    log.error("job store write failed", error=repr(exc))
+                    outcomes = [(False, exc)] * len(shared)
+                for (_, future), (ok, value) in zip(shared, outcomes, strict=True):
+                    _settle(future, ok, value)
+            for fn, future, exclusive in batch:
+                if exclusive:
+                    try:
+                        _settle(future, True, await writer._execute(fn, writer._conn))
+                    except Exception as exc:
+                        _settle(future, False, exc)
+
+    # ------------------------------------------------------------------ reads
+
+    async def _fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        assert self._reader is not None
+        async with self._reader.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        assert self._reader is not None
+        async with self._reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def get(self, job_id: int | None = None, ref_id: str | None = None) -> Job | None:
+        if job_id is None and ref_id is None:
+            return None
+        if job_id is not None:
+            row = await self._fetchone(f"{_SELECT} WHERE id = ?", (job_id,))
+            if row is not None:
+                return _row_to_job(row)
+            index = await self._fetchone("SELECT id, archive FROM job_index WHERE id = ?", (job_id,))
+        else:
+            index = await self._fetchone("SELECT id, archive FROM job_index WHERE ref_id = ?", (ref_id,))
+            if index is not None and index[1] is None:
+                row = await self._fetchone(f"{_SELECT} WHERE id = ?", (index[0],))
+                if row is not None:
+                    return _row_to_job(row)
+        if index is None or index[1] is None:
+            return None
+        archive = await self._archive_reader(index[1])
+        if archive is None:
+            return None
+        async with archive.execute(f"{_SELECT} WHERE id = ?", (index[0],)) as cursor:
+            row = await cursor.fetchone()
+        return _row_to_job(row) if row is not None else None
+
+    def archive_path(self, month: str) -> Path:
+        return self.path.with_name(f"jobs_{month}.db")
+
+    async def _archive_reader(self, month: str) -> aiosqlite.Connection | None:
+        conn = self._archives.get(month)
+        if conn is None:
+            path = self.archive_path(month)
+            if not await asyncio.to_thread(path.exists):
+                return None
+            conn = await aiosqlite.connect(path, isolation_level=None)
+            await conn.execute("PRAGMA query_only=ON")
+            self._archives[month] = conn
+        return conn
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        where, params = [], []
+        if query.states:
+            where.append(f"state IN ({', '.join('?' * len(query.states))})")
+            params += [s.value for s in query.states]
+        for column, value in (("queue", query.queue), ("tag", query.tag), ("key_id", query.key_id),
+                              ("api", query.api)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY id DESC LIMIT ? OFFSET ?"
+        rows = await self._fetchall(sql, (*params, query.limit, query.offset))
+        return [_row_to_job(r) for r in rows]
+
+    async def queue_counts(self) -> dict[str, dict[str, int]]:
+        rows = await self._fetchall(
+            "SELECT queue, state, COUNT(*) FROM jobs WHERE state IN (?, ?, ?) GROUP BY queue, state",
+            tuple(s.value for s in ACTIVE_STATES))
+        counts: dict[str, dict[str, int]] = {}
+        for queue, state, n in rows:
+            counts.setdefault(queue, {})[state] = n
+        return counts
+
+    async def due_queues(self, now: dt.datetime) -> list[str]:
+        rows = await self._fetchall(
+            "SELECT DISTINCT queue FROM jobs WHERE state = 'Queued' AND (run_after IS NULL OR run_after <= ?)",
+            (now.timestamp(),))
+        return [r[0] for r in rows]
+
+    async def next_due(self) -> dt.datetime | None:
+        """When the earliest delayed (retry backoff) job becomes due."""
+        row = await self._fetchone("SELECT MIN(run_after) FROM jobs WHERE state = 'Queued' AND run_after IS NOT NULL")
+        return _dt(row[0]) if row and row[0] is not None else None
+
+    async def summary(self, since: dt.datetime | None = None,
+                      until: dt.datetime | None = None) -> list[Mapping[str, Any]]:
+        rows = await self._fetchall(
+            "SELECT id, ref_id, api, queue, provider, model, key_id, tag, state, attempts, prompt_tokens, "
+            "completion_tokens, duration_ms, ttft_ms, created_at, month FROM summary "
+            "WHERE created_at >= ? AND created_at < ? ORDER BY id",
+            (_ts(since) or 0.0, _ts(until) or 1e12))
+        keys = ("id", "refId", "api", "queue", "provider", "model", "keyId", "tag", "state", "attempts",
+                "promptTokens", "completionTokens", "durationMs", "ttftMs", "createdAt", "month")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    # ------------------------------------------------------------------ writes
+
+    async def enqueue(self, spec: JobSpec, now: dt.datetime) -> tuple[Job, bool]:
+        ref_id = spec.ref_id or uuid.uuid4().hex
+        created = now.timestamp()
+
+        def insert(conn: sqlite3.Connection) -> tuple[int, bool]:
+            existing = conn.execute("SELECT id, key_id, api FROM job_index WHERE ref_id = ?", (ref_id,)).fetchone()
+            if existing is not None:
+                if existing[1] == spec.key_id and existing[2] == spec.api:
+                    return int(existing[0]), False
+                raise Conflict(f"RefId {ref_id!r} is already used by another job; send a new RefId.",
+                               error_code="Conflict")
+            cursor = conn.execute("INSERT INTO job_index (ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?)",
+                                  (ref_id, spec.key_id, spec.api, created))
+            job_id = int(cursor.lastrowid or 0)
+            conn.execute(
+                "INSERT INTO jobs (id, ref_id, api, queue, state, key_id, tag, reply_to, requested_provider, "
+                "attempts, max_attempts, request, inputs, parent_id, created_at, run_after) "
+                "VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                (job_id, ref_id, spec.api, spec.queue, spec.key_id, spec.tag, spec.reply_to,
+                 spec.requested_provider, spec.max_attempts, _dumps(dict(spec.request)),
+                 _dumps(dict(spec.inputs)), spec.parent_id, created, _ts(spec.run_after)))
+            return job_id, True
+
+        job_id, new = await self._write(insert)
+        job = await self.get(job_id=job_id)
+        assert job is not None
+        return job, new
+
+    async def claim(self, queue: str, owner: str, lease: float, now: dt.datetime) -> Job | None:
+        t = now.timestamp()
+
+        def claim(conn: sqlite3.Connection) -> Any:
+            return conn.execute(
+                "UPDATE jobs SET state = 'Started', attempts = attempts + 1, started_at = ?, lease_owner = ?, "
+                "lease_expires_at = ?, run_after = NULL, status = NULL, progress = NULL "
+                "WHERE id = (SELECT id FROM jobs WHERE queue = ? AND state = 'Queued' "
+                "AND (run_after IS NULL OR run_after <= ?) ORDER BY id LIMIT 1) AND state = 'Queued' "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}",
+                (t, owner, t + lease, queue, t)).fetchone()
+
+        row = await self._write(claim)
+        return _row_to_job(row) if row is not None else None
+
+    async def renew(self, job_id: int, owner: str, lease: float, now: dt.datetime) -> bool:
+        return await self._update(
+            "UPDATE jobs SET lease_expires_at = ? "
+            "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
+            (now.timestamp() + lease, job_id, owner))
+
+    async def renew_owner(self, owner_prefix: str, lease: float, now: dt.datetime) -> int:
+        """Extend the leases of every job held by workers whose id starts with ``owner_prefix``."""
+        def renew(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE jobs SET lease_expires_at = ? WHERE state IN ('Started', 'Executed') AND lease_owner LIKE ?",
+                (now.timestamp() + lease, owner_prefix.replace("%", "") + "%")).rowcount
+        return await self._write(renew)
+
+    async def progress(self, job_id: int, owner: str, progress: float | None, status: str | None) -> bool:
+        return await self._update(
+            "UPDATE jobs SET progress = COALESCE(?, progress), status = COALESCE(?, status) "
+            "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
+            (progress, status, job_id, owner))
+
+    async def mark_executed(self, job_id: int, owner: str, provider: str | None) -> bool:
+        return await self._update(
+            "UPDATE jobs SET state = 'Executed', provider = COALESCE(?, provider) "
+            "WHERE id = ? AND lease_owner = ? AND state = 'Started'", (provider, job_id, owner))
+
+    async def _update(self, sql: str, params: tuple[Any, ...]) -> bool:
+        return await self._write(lambda conn: conn.execute(sql, params).rowcount == 1)
+
+    async def complete(self, job_id: int, owner: str, result: JobResult, now: dt.datetime,
+                       callback: JobSpec | None = None) -> bool:
+        t = now.timestamp()
+
+        def complete(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "UPDATE jobs SET state = 'Completed', response = ?, outputs = ?, completed_at = ?, "
+                "provider = COALESCE(?, provider), progress = 1.0, lease_owner = NULL, lease_expires_at = NULL, "
+                "duration_ms = CAST((? - started_at) * 1000 AS INTEGER) "
+                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed') "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}",
+                (_dumps(dict(result.response)), _dumps(list(result.outputs)), t, result.usage.provider,
+                 t, job_id, owner)).fetchone()
+            if row is None:
+                return False
+            _insert_summary(conn, _row_to_job(row), result.usage)
+            if callback is not None:
+                _insert_callback(conn, callback, t)
+            return True
+
+        return await self._write(complete)
+
+    async def fail(self, job_id: int, owner: str, error: Mapping[str, Any], error_status: int,
+                   now: dt.datetime, *, retry_at: dt.datetime | None = None, queue: str | None = None,
+                   provider: str | None = None, usage: Usage | None = None,
+                   callback: JobSpec | None = None) -> bool:
+        t = now.timestamp()
+
+        def fail(conn: sqlite3.Connection) -> bool:
+            if retry_at is not None:
+                return conn.execute(
+                    "UPDATE jobs SET state = 'Queued', queue = COALESCE(?, queue), run_after = ?, error = ?, "
+                    "error_status = ?, provider = COALESCE(?, provider), lease_owner = NULL, "
+                    "lease_expires_at = NULL, status = 'Retrying' "
+                    "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
+                    (queue, retry_at.timestamp(), _dumps(dict(error)), error_status, provider,
+                     job_id, owner)).rowcount == 1
+            row = conn.execute(
+                "UPDATE jobs SET state = 'Failed', error = ?, error_status = ?, completed_at = ?, "
+                "provider = COALESCE(?, provider), lease_owner = NULL, lease_expires_at = NULL, "
+                "duration_ms = CAST((? - COALESCE(started_at, created_at)) * 1000 AS INTEGER) "
+                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed') "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}",
+                (_dumps(dict(error)), error_status, t, provider, t, job_id, owner)).fetchone()
+            if row is None:
+                return False
+            _insert_summary(conn, _row_to_job(row), usage or Usage(provider=provider))
+            if callback is not None:
+                _insert_callback(conn, callback, t)
+            return True
+
+        return await self._write(fail)
+
+    async def cancel(self, job_id: int, now: dt.datetime, error: Mapping[str, Any],
+                     callback: JobSpec | None = None, error_status: int = 409) -> Job | None:
+        t = now.timestamp()
+
+        def cancel(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "UPDATE jobs SET state = 'Cancelled', error = ?, error_status = ?, completed_at = ?, "
+                "lease_owner = NULL, lease_expires_at = NULL, "
+                "duration_ms = CAST((? - COALESCE(started_at, created_at)) * 1000 AS INTEGER) "
+                "WHERE id = ? AND state IN ('Queued', 'Started', 'Executed') "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}",
+                (_dumps(dict(error)), error_status, t, t, job_id)).fetchone()
+            if row is None:
+                return False
+            _insert_summary(conn, _row_to_job(row), Usage())
+            if callback is not None:
+                _insert_callback(conn, callback, t)
+            return True
+
+        await self._write(cancel)
+        return await self.get(job_id=job_id)
+
+    async def record(self, spec: JobSpec, *, state: JobState, response: Mapping[str, Any] | None,
+                     error: Mapping[str, Any] | None, usage: Usage, duration_ms: int, now: dt.datetime) -> int:
+        """Store a request that ran outside the queue (a stream) as a finished job, with its summary."""
+        ref_id = spec.ref_id or uuid.uuid4().hex
+        t = now.timestamp()
+
+        def record(conn: sqlite3.Connection) -> int:
+            if conn.execute("SELECT 1 FROM job_index WHERE ref_id = ?", (ref_id,)).fetchone():
+                ref = uuid.uuid4().hex  # a reused RefId on a stream is not an error; keep both
+            else:
+                ref = ref_id
+            cursor = conn.execute("INSERT INTO job_index (ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?)",
+                                  (ref, spec.key_id, spec.api, t - duration_ms / 1000))
+            job_id = int(cursor.lastrowid or 0)
+            row = conn.execute(
+                "INSERT INTO jobs (id, ref_id, api, queue, state, key_id, tag, requested_provider, provider, "
+                "attempts, max_attempts, request, response, error, error_status, created_at, started_at, "
+                "completed_at, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}",
+                (job_id, ref, spec.api, spec.queue, state.value, spec.key_id, spec.tag, spec.requested_provider,
+                 usage.provider, _dumps(dict(spec.request)), _dumps(dict(response) if response else None),
+                 _dumps(dict(error) if error else None), 502 if error else None, t - duration_ms / 1000,
+                 t - duration_ms / 1000, t, duration_ms)).fetchone()
+            _insert_summary(conn, _row_to_job(row), usage)
+            return job_id
+
+        return await self._write(record)
+
+    async def recover(self, now: dt.datetime, *, all_started: bool) -> tuple[int, int]:
+        t = now.timestamp()
+        lease_clause = "" if all_started else " AND lease_expires_at < ?"
+        params: tuple[Any, ...] = () if all_started else (t,)
+        error = _dumps({"errorCode": "Interrupted", "message": "The server stopped while the job ran; "
+                                                               "it ran out of attempts."})
+
+        def recover(conn: sqlite3.Connection) -> tuple[int, int]:
+            failed = conn.execute(
+                "UPDATE jobs SET state = 'Failed', error = ?, error_status = 500, completed_at = ?, "
+                "lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE state IN ('Started', 'Executed') AND attempts >= max_attempts{lease_clause} "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}", (error, t, *params)).fetchall()
+            for row in failed:
+                _insert_summary(conn, _row_to_job(row), Usage())
+            requeued = conn.execute(
+                "UPDATE jobs SET state = 'Queued', status = 'Interrupted; requeued', lease_owner = NULL, "
+                "lease_expires_at = NULL, run_after = NULL "
+                f"WHERE state IN ('Started', 'Executed'){lease_clause}", params).rowcount
+            return requeued, len(failed)
+
+        return await self._write(recover)
+
+    async def archive(self, before: dt.datetime) -> int:
+        """Move finished jobs (whose callbacks are done) into ``jobs_YYYY-MM.db`` files."""
+        rows = await self._fetchall(
+            "SELECT id, created_at FROM jobs j WHERE state IN (?, ?, ?) AND completed_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN (?, ?, ?)) "
+            "ORDER BY id LIMIT 5000",
+            (*(s.value for s in FINISHED_STATES), before.timestamp(), *(s.value for s in ACTIVE_STATES)))
+        by_month: dict[str, list[int]] = {}
+        for job_id, created in rows:
+            by_month.setdefault(_month(created), []).append(job_id)
+        moved = 0
+        for month, ids in by_month.items():
+            path = self.archive_path(month)
+            await asyncio.to_thread(_ensure_archive, path)
+
+            def move(conn: sqlite3.Connection, ids: list[int] = ids, month: str = month,
+                     path: Path = path) -> int:
+                marks = ", ".join("?" * len(ids))
+                conn.execute("ATTACH DATABASE ? AS arch", (str(path),))
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(f"INSERT OR REPLACE INTO arch.jobs SELECT {', '.join(_JOB_COLUMNS)} FROM main.jobs "
+                                 f"WHERE id IN ({marks})", ids)
+                    conn.execute("COMMIT")
+                    # The archive copy is committed before the active row goes, so a crash in
+                    # between leaves a duplicate (harmless: reads prefer the active table), never a loss.
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(f"UPDATE job_index SET archive = ? WHERE id IN ({marks})", [month, *ids])
+                    n = conn.execute(f"DELETE FROM main.jobs WHERE id IN ({marks})", ids).rowcount
+                    conn.execute("COMMIT")
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    conn.execute("DETACH DATABASE arch")
+                return int(n)
+
+            moved += await self._write(move, exclusive=True)
+        if moved:
+            log.info("jobs archived", count=moved)
+        return moved
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _ensure_archive(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(_JOBS_TABLE)
+        conn.commit()
+
+
+def _insert_summary(conn: sqlite3.Connection, job: Job, usage: Usage) -> None:
+    created = job.created_at.timestamp()
+    conn.execute(
+        "INSERT OR REPLACE INTO summary (id, ref_id, api, queue, provider, model, key_id, tag, state, attempts, "
+        "prompt_tokens, completion_tokens, duration_ms, ttft_ms, created_at, month) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (job.id, job.ref_id, job.api, job.queue, usage.provider or job.provider, usage.model, job.key_id,
+         job.tag, job.state.value, job.attempts, usage.prompt_tokens, usage.completion_tokens, job.duration_ms,
+         usage.ttft_ms, created, _month(created)))
+
+
+def _insert_callback(conn: sqlite3.Connection, spec: JobSpec, now: float) -> None:
+    ref_id = spec.ref_id or uuid.uuid4().hex
+    cursor = conn.execute("INSERT INTO job_index (ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?)",
+                          (ref_id, spec.key_id, spec.api, now))
+    conn.execute(
+        "INSERT INTO jobs (id, ref_id, api, queue, state, key_id, tag, reply_to, attempts, max_attempts, request, "
+        "parent_id, created_at) VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?, 0, ?, ?, ?, ?)",
+        (cursor.lastrowid, ref_id, spec.api, spec.queue, spec.key_id, spec.tag, spec.reply_to,
+         spec.max_attempts, _dumps(dict(spec.request)), spec.parent_id, now))
+
+
+def _run_batch(conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+    """Run writes in one transaction, each in a savepoint (runs in the connection's thread)."""
+    outcomes: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for fn in fns:
+            conn.execute("SAVEPOINT w")
+            try:
+                outcomes.append((True, fn(conn)))
+                conn.execute("RELEASE w")
+            except Exception as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO w")
+                    conn.execute("RELEASE w")
+                outcomes.append((False, exc))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+@hookimpl
+def register_job_stores(register: Callable[[JobStoreType], None]) -> None:
+    register(JobStoreType(
+        name="sqlite",
+        factory=lambda config: SqliteJobStore(config.resolve_path(config.storage.database_path)),
+        description="SQLite (WAL) with monthly archive files; one node",
+    ))

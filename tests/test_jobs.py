@@ -1,0 +1,262 @@
+"""The job engine over HTTP: sync, queued and ReplyTo call styles, status, cancel, timeout, retry."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import scripted_provider
+from aiohttp import web
+from aiport.core import create_app, state
+from aiport.core.callbacks import verify
+
+SECRET = "admin-secret-for-tests"
+
+
+def config(**jobs: Any) -> dict[str, Any]:
+    providers = jobs.pop("providers", None) or [
+        {"name": "alpha", "type": "scripted", "concurrency": 2, "models": ["echo-1"]}]
+    return {
+        "plugins": {"load": ["scripted_provider"]},
+        "auth": {"admin_secret": SECRET},
+        "providers": providers,
+        "jobs": {"retry_backoff": "20ms", "allow_private_callbacks": True, **jobs},
+    }
+
+
+def chat(text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "echo-1", "messages": [{"role": "user", "content": text}], **extra}
+
+
+class Receiver:
+    """A ReplyTo endpoint that records deliveries and can refuse the first N."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.fail_first = fail_first
+        self.deliveries: list[dict[str, Any]] = []
+        self.arrived = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self.hook)
+        self.app.router.add_put("/hook", self.hook)
+
+    async def hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.deliveries.append({"body": body, "headers": dict(request.headers), "method": request.method})
+        if len(self.deliveries) <= self.fail_first:
+            return web.Response(status=503)
+        self.arrived.set()
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Any]) -> Any:
+    return await make_client(config())
+
+
+async def poll(client: Any, path: str, until: Callable[[dict[str, Any]], bool], timeout: float = 10) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        resp = await client.get(path)
+        body = await resp.json()
+        if until(body):
+            return resp, body
+        assert asyncio.get_running_loop().time() < deadline, body
+        await asyncio.sleep(0.02)
+
+
+async def test_sync_chat_returns_the_completion(client: Any) -> None:
+    resp = await client.post("/v1/chat/completions", json=chat("hello"))
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body["choices"][0]["message"]["content"] == "alpha says hello"
+    assert body["model"] == "echo-1" and body["usage"]["total_tokens"] == 6
+    assert resp.headers["X-Aiport-Provider"] == "alpha"
+    resp = await client.post("/api/OpenAiChatCompletion", json=chat("again", RefId="my-ref-1"))
+    assert resp.status == 200
+    status = await (await client.get("/api/GetOpenAiChatStatus?RefId=my-ref-1")).json()
+    assert status["jobState"] == "Completed" and status["result"]["choices"][0]["message"]["content"].endswith("again")
+
+
+async def test_queued_chat_and_status_by_job_id_and_ref_id(client: Any) -> None:
+    resp = await client.post("/api/QueueOpenAiChatCompletion",
+                             json={"Request": chat("sleep 0.1"), "RefId": "q-1", "Tag": "batch-7"})
+    queued = await resp.json()
+    assert resp.status == 200, queued
+    assert set(queued) == {"id", "refId", "jobState", "status", "statusUrl"}
+    assert queued["refId"] == "q-1" and queued["jobState"] == "Queued"
+    assert queued["statusUrl"] == f"http://{client.host}:{client.port}/api/GetOpenAiChatStatus?RefId=q-1"
+    _, done = await poll(client, "/api/GetOpenAiChatStatus?RefId=q-1", lambda b: b["jobState"] == "Completed")
+    assert done["jobId"] == queued["id"]
+    assert done["result"]["choices"][0]["message"]["content"] == "alpha says sleep 0.1"
+    by_id = await (await client.get(f"/api/GetOpenAiChatStatus?JobId={queued['id']}")).json()
+    assert by_id["refId"] == "q-1"
+    generic = await (await client.get(f"/api/GetTextGenerationStatus?JobId={queued['id']}")).json()
+    assert generic["jobState"] == "Completed" and generic["duration"].startswith("PT")
+
+
+async def test_unknown_job_is_404(client: Any) -> None:
+    for path in ("/api/GetOpenAiChatStatus?RefId=nope", "/api/GetArtifactGenerationStatus?JobId=999999"):
+        resp = await client.get(path)
+        assert resp.status == 404
+        assert (await resp.json())["responseStatus"]["errorCode"] == "NotFound"
+    resp = await client.get("/api/GetArtifactGenerationStatus")
+    assert resp.status == 400
+
+
+async def test_repeated_ref_id_is_idempotent(client: Any) -> None:
+    first = await (await client.post("/api/QueueOpenAiChatCompletion",
+                                     json={"Request": chat("x"), "RefId": "same"})).json()
+    second = await (await client.post("/api/QueueOpenAiChatCompletion",
+                                      json={"Request": chat("x"), "RefId": "same"})).json()
+    assert first["id"] == second["id"]
+    resp = await client.post("/v1/chat/completions", json=chat("x", RefId="same"))
+    assert resp.status == 200 and resp.headers["X-Aiport-Job-Id"] == str(first["id"])
+    counts = await client.app[state.ENGINE].store.summary()
+    assert len(counts) == 1, "one job, however often it was submitted"
+
+
+async def test_reply_to_gets_the_signed_completion(make_client: Callable[..., Any], aiohttp_server: Any) -> None:
+    receiver = Receiver()
+    server = await aiohttp_server(receiver.app)
+    client = await make_client(config())
+    resp = await client.post("/api/QueueOpenAiChatCompletion", json={
+        "Request": chat("call me back"), "ReplyTo": f"PUT {server.make_url('/hook')}", "RefId": "cb-1"})
+    assert resp.status == 200
+    await asyncio.wait_for(receiver.arrived.wait(), 10)
+    (delivery,) = receiver.deliveries
+    assert delivery["method"] == "PUT"
+    body = json.loads(delivery["body"])
+    assert body["choices"][0]["message"]["content"] == "alpha says call me back"
+    headers = delivery["headers"]
+    assert verify(delivery["body"], headers["X-Aiport-Signature"], SECRET)
+    assert headers["X-Aiport-Ref-Id"] == "cb-1" and headers["X-Aiport-Attempt"] == "1"
+
+
+async def test_a_receiver_failing_three_times_still_gets_it(make_client: Callable[..., Any],
+                                                             aiohttp_server: Any) -> None:
+    receiver = Receiver(fail_first=3)
+    server = await aiohttp_server(receiver.app)
+    client = await make_client(config(callback_signing_key="cb-key"))
+    await client.post("/api/QueueOpenAiChatCompletion",
+                      json={"Request": chat("retry me"), "ReplyTo": str(server.make_url("/hook"))})
+    await asyncio.wait_for(receiver.arrived.wait(), 10)
+    assert len(receiver.deliveries) == 4
+    assert [d["headers"]["X-Aiport-Attempt"] for d in receiver.deliveries] == ["1", "2", "3", "4"]
+    assert len({d["headers"]["X-Aiport-Delivery"] for d in receiver.deliveries}) == 1
+    last = receiver.deliveries[-1]
+    assert verify(last["body"], last["headers"]["X-Aiport-Signature"], "cb-key")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://10.1.2.3/x", "http://[::1]/x",
+                                 "http://169.254.169.254/latest/meta-data", "http://localhost/x",
+                                 "ftp://example.com/x", "not a url"])
+async def test_private_or_bad_reply_to_is_refused_at_submit(make_client: Callable[..., Any], url: str) -> None:
+    client = await make_client(config(allow_private_callbacks=False))
+    resp = await client.post("/api/QueueOpenAiChatCompletion", json={"Request": chat("x"), "ReplyTo": url})
+    body = await resp.json()
+    assert resp.status == 400, body
+    assert body["responseStatus"]["errors"][0]["fieldName"] == "ReplyTo"
+    jobs = await client.app[state.ENGINE].store.queue_counts()
+    assert jobs == {}, "a refused request must not queue anything"
+
+
+async def test_cancel_a_running_job(client: Any) -> None:
+    queued = await (await client.post("/api/QueueOpenAiChatCompletion", json={"Request": chat("hang")})).json()
+    await poll(client, f"/api/GetOpenAiChatStatus?JobId={queued['id']}", lambda b: b["jobState"] == "Started")
+    resp = await client.post("/api/CancelJob", json={"JobId": queued["id"]})
+    assert resp.status == 200 and (await resp.json())["jobState"] == "Cancelled"
+    resp = await client.get(f"/api/GetOpenAiChatStatus?JobId={queued['id']}")
+    body = await resp.json()
+    assert resp.status == 409 and body["jobState"] == "Cancelled"
+    assert body["responseStatus"]["errorCode"] == "Cancelled"
+    await asyncio.sleep(0.05)
+    assert scripted_provider.STATS["alpha"]["cancelled"] >= 1
+
+
+async def test_sync_timeout_names_the_job_which_carries_on(make_client: Callable[..., Any]) -> None:
+    client = await make_client(config(sync_timeout_chat="200ms"))
+    resp = await client.post("/v1/chat/completions", json=chat("sleep 0.5", ref_id="slow-1"))
+    body = await resp.json()
+    assert resp.status == 504
+    assert body["refId"] == "slow-1" and body["jobId"] >= 1
+    assert body["responseStatus"]["errorCode"] == "Timeout" and "slow-1" in body["responseStatus"]["message"]
+    _, done = await poll(client, "/api/GetOpenAiChatStatus?RefId=slow-1", lambda b: b["jobState"] == "Completed")
+    assert done["result"]["choices"][0]["message"]["content"] == "alpha says sleep 0.5"
+
+
+async def test_job_timeout_cancels_without_retry(make_client: Callable[..., Any]) -> None:
+    client = await make_client(config(timeout="300ms"))
+    resp = await client.post("/v1/chat/completions", json=chat("hang", ref_id="hung"))
+    body = await resp.json()
+    assert resp.status == 504 and body["jobState"] == "Cancelled"
+    assert body["responseStatus"]["errorCode"] == "Timeout"
+
+
+async def test_retryable_failures_are_retried(client: Any) -> None:
+    resp = await client.post("/v1/chat/completions", json=chat("fail 2 retry-a", ref_id="retry-a"))
+    assert resp.status == 200, await resp.json()
+    job = await client.app[state.ENGINE].store.get(ref_id="retry-a")
+    assert job.attempts == 3
+
+
+async def test_spent_retries_fail_with_a_status_that_fits(client: Any) -> None:
+    resp = await client.post("/v1/chat/completions", json=chat("fail 9 retry-b", ref_id="retry-b"))
+    body = await resp.json()
+    assert resp.status == 502, body
+    assert body["jobState"] == "Failed" and "temporary failure 3" in body["responseStatus"]["message"]
+    resp = await client.post("/v1/chat/completions", json=chat("reject", ref_id="rejected"))
+    body = await resp.json()
+    assert resp.status == 400 and body["responseStatus"]["errorCode"] == "UpstreamRejected"
+    job = await client.app[state.ENGINE].store.get(ref_id="rejected")
+    assert job.attempts == 1
+
+
+async def test_concurrency_is_honoured(client: Any) -> None:
+    scripted_provider.STATS.setdefault("alpha", {}).update(calls=0, max_running=0)
+    responses = await asyncio.gather(*(
+        client.post("/v1/chat/completions", json=chat("sleep 0.1")) for _ in range(8)))
+    assert all(r.status == 200 for r in responses)
+    stats = await (await client.get("/test/scripted/alpha")).json()
+    assert stats["calls"] == 8 and stats["max_running"] == 2
+
+
+async def test_failover_to_the_next_provider(make_client: Callable[..., Any]) -> None:
+    client = await make_client(config(providers=[
+        {"name": "down", "type": "scripted", "priority": 5, "down": True, "models": ["echo-1"]},
+        {"name": "up", "type": "scripted", "models": ["echo-1"]}]))
+    resp = await client.post("/v1/chat/completions", json=chat("hi"))
+    assert resp.status == 200 and resp.headers["X-Aiport-Provider"] == "up"
+    resp = await client.post("/v1/chat/completions", json=chat("hi", provider="down"))
+    assert resp.status == 502  # a forced provider is not replaced
+
+
+async def test_unknown_model_and_provider(client: Any) -> None:
+    resp = await client.post("/v1/chat/completions", json=chat("x", model="echo-2"))
+    body = await resp.json()
+    assert resp.status == 404 and "echo-1" in body["responseStatus"]["message"]
+    resp = await client.post("/v1/chat/completions", json=chat("x", provider="nobody"))
+    assert resp.status == 404
+
+
+async def test_finished_jobs_move_to_monthly_archives(make_config: Callable[..., Any], aiohttp_client: Any,
+                                                      tmp_path: Path) -> None:
+    now = [dt.datetime(2026, 9, 30, 23, 0, tzinfo=dt.UTC)]
+    client = await aiohttp_client(create_app(make_config(config()), clock=lambda: now[0]))
+    resp = await client.post("/v1/chat/completions", json=chat("september", ref_id="sept-1"))
+    assert resp.status == 200
+    now[0] = dt.datetime(2026, 10, 2, tzinfo=dt.UTC)
+    engine = client.app[state.ENGINE]
+    assert await engine.archive_now() == 1
+    assert (tmp_path / "jobs_2026-09.db").exists()
+    assert await engine.store.get(ref_id="sept-1") is not None
+    status = await (await client.get("/api/GetOpenAiChatStatus?RefId=sept-1")).json()
+    assert status["jobState"] == "Completed"
+    assert status["result"]["choices"][0]["message"]["content"].endswith("september")
+    by_id = await (await client.get(f"/api/GetOpenAiChatStatus?JobId={status['jobId']}")).json()
+    assert by_id["refId"] == "sept-1"
+    assert await engine.archive_now() == 0
