@@ -15,6 +15,7 @@ job that delivers each result.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import os
@@ -50,23 +51,45 @@ class Slots:
 
     def __init__(self, concurrency: int) -> None:
         self.concurrency = concurrency
-        self._free = asyncio.Semaphore(concurrency)
         self.running = 0
         #: Jobs this node submitted to the queue that no worker has taken yet.
         self.waiting = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @property
     def free(self) -> int:
         """Places not in use and not promised to waiting jobs (negative when backlogged)."""
         return self.concurrency - self.running - self.waiting
 
+    def try_acquire(self) -> bool:
+        """Take a place if one is free now (first come, first served with waiting acquirers)."""
+        if self.running < self.concurrency and not self._waiters:
+            self.running += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
-        await self._free.acquire()
-        self.running += 1
+        if self.try_acquire():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        try:
+            await future  # release() hands its place over: running stays counted
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the place was handed over just as we were cancelled
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(future)
+            raise
 
     def release(self) -> None:
+        while self._waiters:
+            future = self._waiters.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
         self.running -= 1
-        self._free.release()
 
     @contextlib.asynccontextmanager
     async def hold(self) -> Any:
@@ -282,25 +305,30 @@ class JobEngine:
 
     async def _dispatch(self, queue: WorkQueue) -> None:
         owner = f"{self.node_id}:{queue.name}"
+        slots = queue.slots
         while True:
-            await queue.slots.acquire()
+            await slots.acquire()
+            taken = 1
+            while slots.try_acquire():  # claim as many jobs as there are free places, in one write
+                taken += 1
             try:
-                job = await self.store.claim(queue.name, owner, LEASE_SECONDS, self.clock())
+                jobs = await self.store.claim(queue.name, owner, LEASE_SECONDS, self.clock(), limit=taken)
             except Exception as exc:
-                queue.slots.release()
+                jobs = []
                 log.error("claiming a job failed", queue=queue.name, error=repr(exc))
                 await asyncio.sleep(POLL_SECONDS)
-                continue
-            if job is None:
-                queue.slots.release()
-                queue.slots.waiting = 0
+            for _ in range(taken - len(jobs)):
+                slots.release()
+            if not jobs:
+                slots.waiting = 0
                 queue.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(queue.wake.wait(), POLL_SECONDS)
                 continue
-            queue.slots.waiting = max(0, queue.slots.waiting - 1)
-            task = asyncio.create_task(self._run(job, owner, queue), name=f"aiport-job-{job.id}")
-            self._running[job.id] = task
+            slots.waiting = max(0, slots.waiting - len(jobs))
+            for job in jobs:
+                task = asyncio.create_task(self._run(job, owner, queue), name=f"aiport-job-{job.id}")
+                self._running[job.id] = task
 
     async def _run(self, job: Job, owner: str, queue: WorkQueue) -> None:
         executor = self.executors.get(job.api)

@@ -159,8 +159,9 @@ class JobStore(Protocol):
         """
         ...
 
-    async def claim(self, queue: str, owner: str, lease: float, now: dt.datetime) -> Job | None:
-        """Atomically take the oldest due ``Queued`` job of ``queue``: ``Started``, attempts + 1."""
+    async def claim(self, queue: str, owner: str, lease: float, now: dt.datetime, limit: int = 1) -> list[Job]:
+        """Atomically take up to ``limit`` of the oldest due ``Queued`` jobs of ``queue``:
+        each becomes ``Started`` with attempts + 1 and a lease held by ``owner``."""
         ...
 
     async def renew(self, job_id: int, owner: str, lease: float, now: dt.datetime) -> bool:

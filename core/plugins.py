@@ -25,6 +25,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "aiport.plugins.transforms_image",
     "aiport.plugins.transforms_ffmpeg",
     "aiport.plugins.artifacts_local",
+    "aiport.plugins.chat_openai",
+    "aiport.plugins.chat_ollama",
+    "aiport.plugins.chat_anthropic",
+    "aiport.plugins.chat_gemini",
 )
 
 #: Entry-point group third-party plugins advertise themselves in.

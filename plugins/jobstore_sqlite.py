@@ -204,15 +204,15 @@ class SqliteJobStore:
 
     # ------------------------------------------------------------------ reads
 
+    # Each read runs and finishes in one call on the reader's thread: a cursor left open
+    # between awaits would pin the reader to an old WAL snapshot while other reads go on.
     async def _fetchone(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        assert self._reader is not None
-        async with self._reader.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self._fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def _fetchall(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         assert self._reader is not None
-        async with self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self._reader.execute_fetchall(sql, params))
 
     async def get(self, job_id: int | None = None, ref_id: str | None = None) -> Job | None:
         if job_id is None and ref_id is None:
@@ -233,9 +233,8 @@ class SqliteJobStore:
         archive = await self._archive_reader(index[1])
         if archive is None:
             return None
-        async with archive.execute(f"{_SELECT} WHERE id = ?", (index[0],)) as cursor:
-            row = await cursor.fetchone()
-        return _row_to_job(row) if row is not None else None
+        rows = list(await archive.execute_fetchall(f"{_SELECT} WHERE id = ?", (index[0],)))
+        return _row_to_job(rows[0]) if rows else None
 
     def archive_path(self, month: str) -> Path:
         return self.path.with_name(f"jobs_{month}.db")
@@ -302,7 +301,7 @@ class SqliteJobStore:
         ref_id = spec.ref_id or uuid.uuid4().hex
         created = now.timestamp()
 
-        def insert(conn: sqlite3.Connection) -> tuple[int, bool]:
+        def insert(conn: sqlite3.Connection) -> tuple[Any, bool]:
             existing = conn.execute("SELECT id, key_id, api FROM job_index WHERE ref_id = ?", (ref_id,)).fetchone()
             if existing is not None:
                 if existing[1] == spec.key_id and existing[2] == spec.api:
@@ -312,34 +311,38 @@ class SqliteJobStore:
             cursor = conn.execute("INSERT INTO job_index (ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?)",
                                   (ref_id, spec.key_id, spec.api, created))
             job_id = int(cursor.lastrowid or 0)
-            conn.execute(
+            row = conn.execute(
                 "INSERT INTO jobs (id, ref_id, api, queue, state, key_id, tag, reply_to, requested_provider, "
                 "attempts, max_attempts, request, inputs, parent_id, created_at, run_after) "
-                "VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}",
                 (job_id, ref_id, spec.api, spec.queue, spec.key_id, spec.tag, spec.reply_to,
                  spec.requested_provider, spec.max_attempts, _dumps(dict(spec.request)),
-                 _dumps(dict(spec.inputs)), spec.parent_id, created, _ts(spec.run_after)))
-            return job_id, True
+                 _dumps(dict(spec.inputs)), spec.parent_id, created, _ts(spec.run_after))).fetchone()
+            return row, True
 
-        job_id, new = await self._write(insert)
-        job = await self.get(job_id=job_id)
-        assert job is not None
-        return job, new
+        found, new = await self._write(insert)
+        if new:
+            return _row_to_job(found), True
+        job = await self.get(job_id=found)
+        if job is None:  # pragma: no cover - the index and the tables are written together
+            raise RuntimeError(f"job {found} is indexed but missing")
+        return job, False
 
-    async def claim(self, queue: str, owner: str, lease: float, now: dt.datetime) -> Job | None:
+    async def claim(self, queue: str, owner: str, lease: float, now: dt.datetime, limit: int = 1) -> list[Job]:
         t = now.timestamp()
 
-        def claim(conn: sqlite3.Connection) -> Any:
+        def claim(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(
                 "UPDATE jobs SET state = 'Started', attempts = attempts + 1, started_at = ?, lease_owner = ?, "
                 "lease_expires_at = ?, run_after = NULL, status = NULL, progress = NULL "
-                "WHERE id = (SELECT id FROM jobs WHERE queue = ? AND state = 'Queued' "
-                "AND (run_after IS NULL OR run_after <= ?) ORDER BY id LIMIT 1) AND state = 'Queued' "
+                "WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'Queued' "
+                "AND (run_after IS NULL OR run_after <= ?) ORDER BY id LIMIT ?) AND state = 'Queued' "
                 f"RETURNING {', '.join(_JOB_COLUMNS)}",
-                (t, owner, t + lease, queue, t)).fetchone()
+                (t, owner, t + lease, queue, t, limit)).fetchall()
 
-        row = await self._write(claim)
-        return _row_to_job(row) if row is not None else None
+        rows = await self._write(claim)
+        return sorted((_row_to_job(r) for r in rows), key=lambda j: j.id)
 
     async def renew(self, job_id: int, owner: str, lease: float, now: dt.datetime) -> bool:
         return await self._update(
