@@ -52,6 +52,18 @@ class ChatProviderType:
 
 
 @attrs.frozen
+class ModelSpec:
+    """A model family of the catalog: gateway ids are ``name`` or ``name:tag``."""
+
+    name: str
+    tags: tuple[str, ...] = ()
+    #: The tag a bare ``name`` (or ``name:latest``) means.
+    latest: str | None = None
+    vision: bool = False
+    description: str = ""
+
+
+@attrs.frozen
 class MediaProviderType:
     """A media-generation backend type; ``factory(ctx)`` returns a
     :class:`aiport.core.interfaces.MediaProvider`."""
@@ -80,7 +92,7 @@ class WorkflowSpec:
 @attrs.frozen
 class TransformSpec:
     """One media operation. ``run`` is the async callable that performs it (see
-    :class:`aiport.core.interfaces.Transform`)."""
+    :data:`aiport.core.media.Transform`)."""
 
     name: str
     kind: str
@@ -189,6 +201,7 @@ class Registry:
 
     chat_providers: Kind[ChatProviderType] = attrs.field(factory=lambda: Kind("chat provider type"))
     media_providers: Kind[MediaProviderType] = attrs.field(factory=lambda: Kind("media provider type"))
+    models: Kind[ModelSpec] = attrs.field(factory=lambda: Kind("model family"))
     workflows: Kind[WorkflowSpec] = attrs.field(factory=lambda: Kind("workflow"))
     transforms: Kind[TransformSpec] = attrs.field(factory=lambda: Kind("transform"))
     artifact_stores: Kind[ArtifactStoreType] = attrs.field(factory=lambda: Kind("artifact store type"))
@@ -203,6 +216,7 @@ class Registry:
 _KIND_BY_HOOK = {
     "register_chat_providers": ("chat_providers", ChatProviderType),
     "register_media_providers": ("media_providers", MediaProviderType),
+    "register_models": ("models", ModelSpec),
     "register_workflows": ("workflows", WorkflowSpec),
     "register_transforms": ("transforms", TransformSpec),
     "register_artifact_stores": ("artifact_stores", ArtifactStoreType),
