@@ -21,6 +21,7 @@ from aiohttp import web
 from . import api_chat, api_jobs, state
 from .api import ApiCatalog, add_api, add_plain
 from .callbacks import CallbackExecutor
+from .catalog import ModelCatalog
 from .config import Config
 from .engine import CALLBACK_API, CALLBACK_QUEUE, Clock, JobEngine, system_clock
 from .errors import ConfigError
@@ -77,6 +78,7 @@ def create_app(
     app[state.SERVICES] = {}
     app[state.RESOLVED_PROVIDERS] = providers
     app[state.CLOCK] = clock or system_clock
+    app[state.MODELS] = ModelCatalog(registry.models, config.models)
     app[state.ENGINE_SETUP] = []
 
     app.on_response_prepare.append(add_request_id)
@@ -142,7 +144,7 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     engine = JobEngine(config, store, clock=app[state.CLOCK])  # type: ignore[arg-type]
     app[state.ENGINE] = engine
-    providers = ProviderManager(engine)
+    providers = ProviderManager(engine, app[state.MODELS])
     resolved: list[Any] = app[state.RESOLVED_PROVIDERS]
     providers.build(resolved, app[state.HTTP], config)
     app[state.PROVIDERS] = providers

@@ -63,9 +63,11 @@ async def authenticate(request: web.Request) -> Principal:
         else:
             keys: Any = request.app[state.SERVICES].get("api_keys")
             found = await keys.verify(token) if keys is not None else None
-            if found is None:
+            if found is not None:
+                principal = found
+            elif config.auth.require_api_keys:
                 raise Unauthorized("The API key is missing, invalid, expired or revoked.")
-            principal = found
+            # With keys not required, an unknown key is anonymous: OpenAI SDKs always send one.
     request[state.PRINCIPAL] = principal
     return principal
 

@@ -188,6 +188,17 @@ class ProviderConfig:
 
 
 @attrs.frozen
+class ModelConfig:
+    """A model family added to (or replacing one in) the catalog."""
+
+    id: str
+    tags: list[str] = attrs.field(factory=list)
+    latest: str | None = None
+    vision: bool = False
+    description: str = ""
+
+
+@attrs.frozen
 class PluginsConfig:
     #: Extra plugin modules to load by dotted name.
     load: list[str] = attrs.field(factory=list)
@@ -234,6 +245,8 @@ class Config:
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     auth: AuthConfig = attrs.field(factory=AuthConfig)
     providers: list[ProviderConfig] = attrs.field(factory=list)
+    #: Model families added to or replacing the built-in catalog.
+    models: list[ModelConfig] = attrs.field(factory=list)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
     jobs: JobsConfig = attrs.field(factory=JobsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)

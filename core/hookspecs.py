@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         ChatProviderType,
         JobStoreType,
         MediaProviderType,
+        ModelSpec,
         ResourceSpec,
         RouteSpec,
         TransformSpec,
@@ -56,6 +57,22 @@ def register_chat_providers(register: Callable[[ChatProviderType], None], config
     :returns: nothing; contributions go through ``register``.
 
     Called once per app, in ``create_app``, before providers are built.
+    """
+
+
+@hookspec
+def register_models(register: Callable[[ModelSpec], None], config: Config) -> None:
+    """Register model families for the gateway's model catalog (``llama3.1`` with tags
+    ``8b``, ``70b``...; ``gpt-4o`` with none).
+
+    :param register: call with a :class:`~aiport.core.registry.ModelSpec`. A request
+        for the bare family (or ``family:latest``) means its ``latest`` tag; a tag the
+        family does not list is a 404. The ``models:`` section of the config adds
+        families or replaces registered ones.
+    :param config: the app's configuration.
+    :returns: nothing.
+
+    Called once per app, in ``create_app``. Ship the catalog as data in your package.
     """
 
 

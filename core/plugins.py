@@ -22,6 +22,7 @@ from .errors import PluginError
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "aiport.plugins.jobstore_sqlite",
     "aiport.plugins.callback_webhook",
+    "aiport.plugins.models_catalog",
     "aiport.plugins.transforms_image",
     "aiport.plugins.transforms_ffmpeg",
     "aiport.plugins.artifacts_local",

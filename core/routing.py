@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 import structlog
 
+from .catalog import ModelCatalog
 from .config import ProviderConfig
 from .engine import JobEngine, Slots
 from .errors import NotFound, ProviderError, ServiceUnavailable
@@ -72,8 +73,9 @@ class RuntimeProvider:
 class ProviderManager:
     """The app's provider instances, by name, with health tracking and background probes."""
 
-    def __init__(self, engine: JobEngine) -> None:
+    def __init__(self, engine: JobEngine, catalog: ModelCatalog | None = None) -> None:
         self.engine = engine
+        self.catalog = catalog or ModelCatalog(())
         self.providers: dict[str, RuntimeProvider] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         #: Routing strategy: orders candidates, best first.
@@ -87,7 +89,8 @@ class ProviderManager:
             mapping = dict(item.type.api_models)
             models = {}
             for m in item.config.models:
-                models[m.model] = m.api_model or mapping.get(m.model, m.model)
+                model = self.catalog.qualify(m.model, strict=False)
+                models[model] = m.api_model or mapping.get(model) or mapping.get(m.model) or m.model
             self.providers[item.config.name] = RuntimeProvider(
                 config=item.config, kind=item.kind, type_name=item.type.name, instance=instance,
                 slots=queue.slots, models=models, order=order)

@@ -13,6 +13,7 @@ from aiohttp import ClientSession, web
 
 if TYPE_CHECKING:
     from .api import ApiCatalog
+    from .catalog import ModelCatalog
     from .config import Config
     from .engine import JobEngine
     from .registry import Registry
@@ -38,6 +39,8 @@ def services(app: web.Application) -> dict[str, Any]:
 ENGINE: web.AppKey[JobEngine] = web.AppKey("aiport.engine")
 #: Provider instances, health and routing, started in ``cleanup_ctx``.
 PROVIDERS: web.AppKey[ProviderManager] = web.AppKey("aiport.providers")
+#: The model catalog (families and tags), built in ``create_app``.
+MODELS: web.AppKey[ModelCatalog] = web.AppKey("aiport.models")
 #: The app's clock (UTC ``datetime``); tests inject one.
 CLOCK = web.AppKey("aiport.clock", object)
 #: Functions ``(app) -> None`` run at start-up once the engine exists, before it starts

@@ -15,6 +15,7 @@ from aiport.core.registry import (
     ChatProviderType,
     JobStoreType,
     MediaProviderType,
+    ModelSpec,
     ResourceSpec,
     RouteSpec,
     TransformSpec,
@@ -47,6 +48,11 @@ class ReverseChat:
 def register_chat_providers(register: Any) -> None:
     register(ChatProviderType(name="reverse", factory=ReverseChat, options=ReverseOptions,
                               description="test", api_models={"rev-1": "reverse-v1"}))
+
+
+@hookimpl
+def register_models(register: Any) -> None:
+    register(ModelSpec(name="tinyllm", tags=("1b", "2b"), latest="2b", description="test family"))
 
 
 @hookimpl

@@ -49,6 +49,11 @@ class ScriptedChat:
                           "total_tokens": 3 + len(text.split())}}
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        prompt = str(body["messages"][-1].get("content", ""))
+        if prompt.startswith(("slowstream", "midfail")):
+            async for chunk in self._slow_stream(body, prompt):
+                yield chunk
+            return
         text = await self._run(body)
         for word in text.split():
             yield {"object": "chat.completion.chunk", "model": body["model"],
@@ -56,6 +61,25 @@ class ScriptedChat:
         yield {"object": "chat.completion.chunk", "model": body["model"],
                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
                "usage": {"prompt_tokens": 3, "completion_tokens": len(text.split()), "total_tokens": 3}}
+
+    async def _slow_stream(self, body: dict[str, Any], prompt: str) -> AsyncIterator[dict[str, Any]]:
+        """``slowstream N``: N words, 50 ms apart. ``midfail``: two words, then the backend dies."""
+        words = prompt.split()
+        count = int(words[1]) if prompt.startswith("slowstream") else 2
+        self.stats["calls"] += 1
+        try:
+            for n in range(count):
+                yield {"object": "chat.completion.chunk", "model": body["model"],
+                       "choices": [{"index": 0, "delta": {"content": f"w{n} "}, "finish_reason": None}]}
+                await asyncio.sleep(0.05)
+            if prompt.startswith("midfail"):
+                raise ProviderError("the backend connection dropped", provider=self.name, retryable=True)
+            yield {"object": "chat.completion.chunk", "model": body["model"],
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 2, "completion_tokens": count, "total_tokens": 2 + count}}
+        except (asyncio.CancelledError, GeneratorExit):
+            self.stats["stream_closed_early"] = self.stats.get("stream_closed_early", 0) + 1
+            raise
 
     async def _run(self, body: dict[str, Any]) -> str:
         prompt = str(body["messages"][-1].get("content", ""))

@@ -123,5 +123,6 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     command = "sh scripts/setup.sh --test && sh scripts/test.sh"
-    assert command in readme.split("\n\n")[1], "the README must open with the test command"
+    opening = readme.split("```")[1]
+    assert command in opening, "the README must open with the test command"
     assert command in ci

@@ -65,6 +65,22 @@ def test_hook_register_chat_providers(make_config: Any) -> None:
         resolve_providers(bad, collect(build_plugin_manager(bad.plugins), bad), {})
 
 
+async def test_hook_register_models(make_client: Any) -> None:
+    client = await make_client({"plugins": {"load": ["hook_plugins", "scripted_provider"]},
+                                "models": [{"id": "house-model", "tags": ["v1", "v2"], "latest": "v2"}],
+                                "providers": [{"name": "s", "type": "scripted",
+                                               "models": ["tinyllm", "house-model:v2"]}]})
+    assert (await (await client.get("/api/ActiveAiModels")).json())["results"] == ["house-model:v2", "tinyllm:2b"]
+    cases = (("tinyllm", "tinyllm:2b"), ("tinyllm:latest", "tinyllm:2b"), ("house-model", "house-model:v2"))
+    for asked, served in cases:
+        resp = await client.post("/v1/chat/completions", json={"model": asked,
+                                                               "messages": [{"role": "user", "content": "x"}]})
+        assert (await resp.json())["model"] == served
+    resp = await client.post("/v1/chat/completions", json={"model": "tinyllm:9b",
+                                                           "messages": [{"role": "user", "content": "x"}]})
+    assert resp.status == 404 and "tinyllm:1b, tinyllm:2b" in (await resp.json())["responseStatus"]["message"]
+
+
 def test_hook_register_media_providers(make_config: Any) -> None:
     registry = registry_for(make_config)
     assert registry.media_providers["test-media"].tasks == {"TextToImage"}
