@@ -101,8 +101,14 @@ def _messages_valid(messages: Any) -> None:
 
 
 def upstream_body(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The OpenAI body to send on: the request minus aiport's own fields."""
-    return {k: v for k, v in data.items() if k.replace("_", "").lower() not in GATEWAY_KEYS}
+    """The OpenAI body to send on: the request minus aiport's own fields.
+
+    ``provider`` is aiport's only when it is a string: OpenRouter takes an object of
+    routing preferences under the same name, which passes through.
+    """
+    return {k: v for k, v in data.items()
+            if k.replace("_", "").lower() not in GATEWAY_KEYS
+            or (k.lower() == "provider" and not isinstance(v, str))}
 
 
 class ChatExecutor(Executor):

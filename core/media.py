@@ -25,7 +25,7 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import attrs
 
@@ -405,3 +405,78 @@ class ArtifactFile:
     modified: dt.datetime
     #: The file on local disk (stores that have one); serve it with ``web.FileResponse``.
     local_path: Path | None = None
+
+
+# --------------------------------------------------------------------------- generation providers
+
+#: The generation tasks (AI Server's APIs; ``TaskType`` numbers in brackets).
+TEXT_TO_IMAGE = "TextToImage"  # 1
+IMAGE_TO_IMAGE = "ImageToImage"  # 2
+IMAGE_UPSCALE = "ImageUpscale"  # 3
+IMAGE_WITH_MASK = "ImageWithMask"  # 4
+IMAGE_TO_TEXT = "ImageToText"  # 5
+TEXT_TO_SPEECH = "TextToSpeech"  # 7
+SPEECH_TO_TEXT = "SpeechToText"  # 8
+GENERATION_TASKS = (TEXT_TO_IMAGE, IMAGE_TO_IMAGE, IMAGE_UPSCALE, IMAGE_WITH_MASK, IMAGE_TO_TEXT,
+                    TEXT_TO_SPEECH, SPEECH_TO_TEXT)
+TEXT_TASKS = (IMAGE_TO_TEXT, SPEECH_TO_TEXT)
+
+
+@attrs.frozen
+class GenerationTask:
+    """One generation request, as a media provider receives it."""
+
+    #: One of :data:`GENERATION_TASKS`.
+    task: str
+    #: The provider's own model name (already mapped from the gateway model id).
+    model: str
+    #: The request's fields as snake_case python values: ``positive_prompt``,
+    #: ``negative_prompt``, ``width``, ``height``, ``batch_size``, ``seed``, ``steps``,
+    #: ``cfg_scale``, ``denoise``, ``sampler``, ``scheduler``, ``text`` (speech),
+    #: ``prompt`` (image-to-text), ``voice``, ``language``...; unset ones are absent.
+    args: Mapping[str, Any]
+    #: Staged inputs by upload field: ``image``, ``mask``, ``audio``.
+    inputs: Mapping[str, MediaInput]
+    #: A folder owned by the caller; output files must be written inside it.
+    workdir: Path
+    #: Seconds the provider may take.
+    timeout: float = 300.0
+
+
+@attrs.frozen
+class GeneratedOutput:
+    """One result: a file written into the task's ``workdir`` (images, audio) or a text."""
+
+    path: Path | None = None
+    ext: str | None = None
+    content_type: str | None = None
+    text: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None
+
+
+class ProgressReporter(Protocol):
+    """Reports a running job's progress (shown by the status APIs)."""
+
+    async def __call__(self, value: float | None = None, status: str | None = None) -> None: ...
+
+
+class MediaProvider(Protocol):
+    """One configured media backend (made by a ``MediaProviderType`` factory).
+
+    ``generate`` runs one task and returns its outputs; it raises
+    :class:`~aiport.core.errors.ProviderError` on failure (``retryable`` for
+    connection errors, timeouts, 429 and 5xx; a node error with its message is
+    not retryable) and reports progress through ``progress`` as it goes.
+    """
+
+    name: str
+
+    async def generate(self, task: GenerationTask, progress: ProgressReporter) -> list[GeneratedOutput]: ...
+
+    async def probe(self) -> None:
+        """Raise :class:`~aiport.core.errors.ProviderError` unless the backend is healthy."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -22,7 +22,7 @@ import structlog
 from .catalog import ModelCatalog
 from .config import ProviderConfig
 from .engine import JobEngine, Slots
-from .errors import NotFound, ProviderError, ServiceUnavailable
+from .errors import ApiError, ConfigError, NotFound, ProviderError, ServiceUnavailable
 from .providers import ResolvedProvider
 from .registry import ProviderContext
 
@@ -84,7 +84,10 @@ class ProviderManager:
     def build(self, resolved: Iterable[ResolvedProvider], http: Any, app_config: Any) -> None:
         for order, item in enumerate(resolved):
             ctx = ProviderContext(provider=item.config, options=item.options, http=http, config=app_config)
-            instance = item.type.factory(ctx)
+            try:
+                instance = item.type.factory(ctx)
+            except (ValueError, TypeError, ApiError) as exc:
+                raise ConfigError([f"providers ({item.config.name!r}, type {item.type.name!r}): {exc}"]) from None
             queue = self.engine.add_queue(item.config.name, item.config.concurrency)
             mapping = dict(item.type.api_models)
             models = {}
