@@ -74,7 +74,10 @@ class MediaProviderType:
     options: type | None = None
     description: str = ""
     default_base_url: str | None = None
+    #: Catalog data: gateway model id -> this type's model name.
     api_models: Mapping[str, str] = attrs.field(factory=dict)
+    #: Catalog data: gateway model id -> the task it performs (``TextToImage``...).
+    model_tasks: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
