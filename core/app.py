@@ -18,7 +18,7 @@ import pluggy
 import structlog
 from aiohttp import web
 
-from . import api_chat, api_jobs, state
+from . import api_chat, api_jobs, api_media, state
 from .api import ApiCatalog, add_api, add_plain
 from .callbacks import CallbackExecutor
 from .catalog import ModelCatalog
@@ -88,10 +88,12 @@ def create_app(
     add_system_routes(app)
     api_jobs.install(app)
     api_chat.install(app)
+    api_media.install(app)
     _add_plugin_routes(app, registry)
 
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_spool_dir)
+    app.cleanup_ctx.append(api_media.artifact_store)
     app.cleanup_ctx.append(_jobs)
     for resource in registry.resources:
         app.cleanup_ctx.append(resource.context)
@@ -103,7 +105,7 @@ def _check_storage(config: Config, registry: Registry) -> None:
     if config.storage.job_store not in registry.job_stores:
         problems.append(f"storage.job_store: no plugin provides the job store {config.storage.job_store!r}; "
                         f"known: {', '.join(registry.job_stores.names()) or 'none'}")
-    if registry.artifact_stores and config.storage.artifact_store not in registry.artifact_stores:
+    if config.storage.artifact_store not in registry.artifact_stores:
         problems.append(f"storage.artifact_store: no plugin provides the artifact store "
                         f"{config.storage.artifact_store!r}; known: {', '.join(registry.artifact_stores.names())}")
     if problems:

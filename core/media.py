@@ -384,6 +384,21 @@ def bad_input(field: str, message: str) -> BadRequest:
 # --------------------------------------------------------------------------- stored artifacts
 
 
+def owner_key_id(path: str) -> int | None:
+    """The API key id a stored path belongs to (its ``{keyId}`` folder), or ``None`` if it has none.
+
+    ``2026/11/21/7/abc.png`` and ``input/2026/11/21/7/abc.png`` both give 7 (and a
+    variant beside either, too); a delete is allowed only to that key (spec
+    section 5, "Isolation").
+    """
+    parts = path.split("/")
+    if parts and parts[0] == "input":
+        parts = parts[1:]
+    if len(parts) == 5 and parts[3].isdigit():
+        return int(parts[3])
+    return None
+
+
 @attrs.frozen
 class StoredArtifact:
     """What an artifact store's ``put_file`` returns."""

@@ -34,13 +34,14 @@ from typing import TYPE_CHECKING, Literal
 import aiofiles
 from aiport.core import hookimpl
 from aiport.core.errors import BadRequest, NotFound
-from aiport.core.media import ArtifactFile, StoredArtifact, content_type_for, normalize_ext
+from aiport.core.media import ArtifactFile, StoredArtifact, content_type_for, normalize_ext, owner_key_id
 from aiport.core.registry import ArtifactStoreType
 
 if TYPE_CHECKING:
     from aiport.core.config import Config
 
 Kind = Literal["output", "input"]
+__all__ = ["LocalArtifactStore", "artifact_path", "check_relative_path", "owner_key_id"]
 
 _CHUNK = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -66,20 +67,6 @@ def check_relative_path(path: str) -> list[str]:
     if any(part.startswith(".") for part in parts):
         raise NotFound("No such artifact.")
     return parts
-
-
-def owner_key_id(path: str) -> int | None:
-    """The API key id a stored path belongs to (its ``{keyId}`` folder), or ``None`` if it has none.
-
-    ``2026/11/21/7/abc.png`` and ``input/2026/11/21/7/abc.png`` both give 7; a
-    delete is allowed only to that key (spec section 5, "Isolation").
-    """
-    parts = path.split("/")
-    if parts and parts[0] == "input":
-        parts = parts[1:]
-    if len(parts) == 5 and parts[3].isdigit():
-        return int(parts[3])
-    return None
 
 
 def artifact_path(*, sha256: str, ext: str, key_id: int, kind: Kind = "output",
@@ -215,6 +202,24 @@ class LocalArtifactStore:
             with contextlib.suppress(OSError):
                 source.unlink()
         return rel, sha256, size
+
+    async def put_at(self, path: str, source: Path) -> ArtifactFile:
+        """Store ``source`` (moved in) at the relative ``path`` itself, replacing what is there.
+
+        For derived files kept beside their original (image variants), whose names
+        say what they are rather than what they contain.
+        """
+        def put() -> ArtifactFile:
+            target = self._resolve(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = self._temp(target)
+            shutil.move(str(source), temp)
+            os.replace(temp, target)
+            found = self._stat(path)
+            assert found is not None
+            return found
+
+        return await asyncio.to_thread(put)
 
     # ------------------------------------------------------------------ reading
 

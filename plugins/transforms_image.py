@@ -377,10 +377,15 @@ async def run_in_pool(name: str, limit: float, fn: Callable[[threading.Event], A
 
 
 async def scale_image(request: TransformRequest) -> list[TransformOutput]:
-    """ScaleImage: resize to ``Width`` and/or ``Height``; with one side only, the aspect ratio is kept."""
+    """ScaleImage: resize to ``Width`` and/or ``Height``; with one side only, the aspect ratio is kept.
+
+    With ``fit="within"`` (image variants) both sides are a bounding box and the
+    aspect ratio is kept too.
+    """
     args = Args(request.args)
     width = args.integer("width", ge=1, le=MAX_SCALE_SIDE)
     height = args.integer("height", ge=1, le=MAX_SCALE_SIDE)
+    within = args.raw("fit") == "within"
     if width is None and height is None and not args.errors:
         args.error("width", "NotEmpty", "must not be empty: give Width, Height or both.")
     args.check()
@@ -388,7 +393,10 @@ async def scale_image(request: TransformRequest) -> list[TransformOutput]:
 
     def work(cancelled: threading.Event) -> list[TransformOutput]:
         data, info = _read_checked(source.path, source.field)
-        if width and height:
+        if width and height and within:
+            ratio = min(width / info.width, height / info.height)
+            size = (max(1, round(info.width * ratio)), max(1, round(info.height * ratio)))
+        elif width and height:
             size = (width, height)
         elif width:
             size = (width, max(1, round(info.height * width / info.width)))
