@@ -15,9 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from wand.image import Image
-
 from aiport.core import state
+from wand.image import Image
 
 SECRET = "media-admin-secret"
 
