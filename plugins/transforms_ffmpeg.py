@@ -316,11 +316,13 @@ def kept_format(source: MediaInput, found: Probe) -> str:
 async def encode(request: TransformRequest, name: str, source: MediaInput, found: Probe, container: Container,
                  deadline: Deadline, *, graph: str | None, before_input: Sequence[str] = (),
                  after_input: Sequence[str] = (), extra_inputs: Sequence[Path] = (),
-                 audio_only: bool = False) -> TransformOutput:
+                 audio_only: bool = False, size: tuple[int, int] | None = None) -> TransformOutput:
     """Run one FFmpeg encode of ``source`` into a new file in the workdir and measure the result.
 
     ``graph`` is a filter graph reading ``[0:N]`` (the video stream, passed as
     ``{v}``) and the extra inputs, ending in ``[v]``. Nothing is left behind on failure.
+    When the caller already knows the output frame ``size`` (a scale), the output is
+    not probed again: a second ffprobe costs more than a short encode's HTTP round trip.
     """
     target = output_path(request.workdir, container.ext, name.lower())
     names = {str(source.path.resolve()): source.filename or source.field, str(target): target.name}
@@ -342,6 +344,11 @@ async def encode(request: TransformRequest, name: str, source: MediaInput, found
     argv += [*after_input, *container.extra, "-f", container.muxer, f"file:{target}"]
     try:
         await run_tool(argv, deadline, names)
+        if size is not None and not audio_only:
+            if not await asyncio.to_thread(lambda: target.is_file() and target.stat().st_size > 0):
+                raise ToolFailed("ffmpeg wrote no output")
+            return TransformOutput(path=target, ext=container.ext, content_type=container.content_type,
+                                   width=size[0], height=size[1], duration=found.duration)
         result = await probe(target, deadline, label="output", names=names)
     except ToolFailed as exc:
         with suppress(OSError):
@@ -391,7 +398,7 @@ async def scale_video(request: TransformRequest) -> list[TransformOutput]:
     if w > MAX_VIDEO_SIDE or h > MAX_VIDEO_SIDE or w * h > MAX_VIDEO_PIXELS:
         raise BadRequest(f"The scaled video would be {w}x{h}; videos may be at most 7680x4320.")
     output = await encode(request, "ScaleVideo", source, found, VIDEO_FORMATS[kept_format(source, found)],
-                          deadline, graph=f"{{v}}scale={w}:{h}[v]")
+                          deadline, graph=f"{{v}}scale={w}:{h}[v]", size=(w, h))
     return [output]
 
 
