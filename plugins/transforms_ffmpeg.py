@@ -322,7 +322,8 @@ async def encode(request: TransformRequest, name: str, source: MediaInput, found
     ``graph`` is a filter graph reading ``[0:N]`` (the video stream, passed as
     ``{v}``) and the extra inputs, ending in ``[v]``. Nothing is left behind on failure.
     When the caller already knows the output frame ``size`` (a scale), the output is
-    not probed again: a second ffprobe costs more than a short encode's HTTP round trip.
+    not probed again (a second ffprobe costs more than a short encode's HTTP round
+    trip); its reported duration is then the input's, within codec padding.
     """
     target = output_path(request.workdir, container.ext, name.lower())
     names = {str(source.path.resolve()): source.filename or source.field, str(target): target.name}

@@ -104,7 +104,8 @@ async def test_scale_video_keeps_the_aspect_with_even_sides(run: Any, media: dic
     found = ffprobe(out.path)
     assert found["size"] == (32, 24) and (out.width, out.height) == (32, 24)
     assert (found["vcodec"], found["acodec"], out.ext, out.content_type) == ("h264", "aac", "mp4", "video/mp4")
-    assert abs(found["duration"] - 2) < 0.15 and out.duration == pytest.approx(found["duration"])
+    # A scale reports the input's duration (no second probe); the file may differ by codec padding.
+    assert abs(found["duration"] - 2) < 0.15 and out.duration == pytest.approx(found["duration"], abs=0.1)
     [tall] = await run("ScaleVideo", {"height": 96}, video=media["clip"])
     assert ffprobe(tall.path)["size"] == (128, 96)
     [exact] = await run("ScaleVideo", {"Width": "40", "Height": "40"}, video=media["clip"])
