@@ -18,7 +18,7 @@ import pluggy
 import structlog
 from aiohttp import web
 
-from . import api_chat, api_jobs, api_media, state
+from . import api_chat, api_generation, api_jobs, api_media, state
 from .api import ApiCatalog, add_api, add_plain
 from .callbacks import CallbackExecutor
 from .catalog import ModelCatalog
@@ -89,6 +89,7 @@ def create_app(
     api_jobs.install(app)
     api_chat.install(app)
     api_media.install(app)
+    api_generation.install(app)
     _add_plugin_routes(app, registry)
 
     app.cleanup_ctx.append(_http_client)

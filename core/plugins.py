@@ -30,6 +30,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "aiport.plugins.chat_ollama",
     "aiport.plugins.chat_anthropic",
     "aiport.plugins.chat_gemini",
+    "aiport.plugins.speech_espeak",
+    "aiport.plugins.speech_whisper",
 )
 
 #: Entry-point group third-party plugins advertise themselves in.

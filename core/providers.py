@@ -78,4 +78,10 @@ def resolve_providers(config: Config, registry: Registry,
         resolved.append(ResolvedProvider(config=provider, kind=kind, type=ptype, options=options))
     if problems:
         raise ConfigError(problems)
+    configured_types = {p.type for p in config.providers}
+    for mtype in registry.media_providers:
+        if mtype.implicit_instance and mtype.name not in configured_types:
+            options = mtype.options() if mtype.options is not None else {}
+            implicit = ProviderConfig(name=mtype.name, type=mtype.name, base_url=mtype.default_base_url)
+            resolved.append(ResolvedProvider(config=implicit, kind="media", type=mtype, options=options))
     return resolved

@@ -78,6 +78,9 @@ class MediaProviderType:
     api_models: Mapping[str, str] = attrs.field(factory=dict)
     #: Catalog data: gateway model id -> the task it performs (``TextToImage``...).
     model_tasks: Mapping[str, str] = attrs.field(factory=dict)
+    #: Run one instance of this type (named after it, default options) when the config
+    #: has none: for local backends that need no URL or key (espeak-ng speech).
+    implicit_instance: bool = False
 
 
 @attrs.frozen

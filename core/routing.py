@@ -20,7 +20,7 @@ import attrs
 import structlog
 
 from .catalog import ModelCatalog
-from .config import ProviderConfig
+from .config import ModelMapping, ProviderConfig
 from .engine import JobEngine, Slots
 from .errors import ApiError, ConfigError, NotFound, ProviderError, ServiceUnavailable
 from .providers import ResolvedProvider
@@ -56,6 +56,8 @@ class RuntimeProvider:
     #: gateway model id -> the provider's model id
     models: dict[str, str]
     order: int
+    #: media providers: gateway model id -> the task it performs
+    tasks: dict[str, str] = attrs.field(factory=dict)
     health: Health = attrs.field(factory=Health)
 
     @property
@@ -91,12 +93,21 @@ class ProviderManager:
             queue = self.engine.add_queue(item.config.name, item.config.concurrency)
             mapping = dict(item.type.api_models)
             models = {}
-            for m in item.config.models:
-                model = self.catalog.qualify(m.model, strict=False)
-                models[model] = m.api_model or mapping.get(model) or mapping.get(m.model) or m.model
+            tasks: dict[str, str] = {}
+            if item.kind == "media":
+                type_tasks = dict(getattr(item.type, "model_tasks", {}))
+                # A media provider with no models listed serves every model of its type.
+                for m in item.config.models or [ModelMapping(model=k) for k in mapping]:
+                    models[m.model] = m.api_model or mapping.get(m.model, m.model)
+                    if m.model in type_tasks:
+                        tasks[m.model] = type_tasks[m.model]
+            else:
+                for m in item.config.models:
+                    model = self.catalog.qualify(m.model, strict=False)
+                    models[model] = m.api_model or mapping.get(model) or mapping.get(m.model) or m.model
             self.providers[item.config.name] = RuntimeProvider(
                 config=item.config, kind=item.kind, type_name=item.type.name, instance=instance,
-                slots=queue.slots, models=models, order=order)
+                slots=queue.slots, models=models, order=order, tasks=tasks)
 
     async def close(self) -> None:
         for task in self._probes.values():
@@ -116,6 +127,26 @@ class ProviderManager:
 
     def models(self, kind: str = "chat") -> list[str]:
         return sorted({m for p in self.of_kind(kind) for m in p.models})
+
+    def media_candidates(self, task: str, model: str | None, *, provider: str | None = None,
+                         exclude: Iterable[str] = ()) -> tuple[str, list[RuntimeProvider]]:
+        """The model to use for ``task`` (the request's, else the first one served) and the
+        providers that serve it, best first. An unknown model is a 400 listing the valid ids."""
+        from .errors import BadRequest
+
+        serving = [p for p in self.of_kind("media")
+                   if task in p.tasks.values() and (provider is None or p.name == provider)]
+        valid = sorted({m for p in serving for m, t in p.tasks.items() if t == task})
+        if not serving or not valid:
+            raise ServiceUnavailable(f"No media provider can run {task}"
+                                     + (f" as {provider!r}" if provider else "") + "; configure one.")
+        if model is None:
+            model = next(m for p in self.strategy(serving) for m, t in p.tasks.items() if t == task)
+        elif model not in valid:
+            raise BadRequest(f"Model {model!r} cannot run {task}; valid models: {', '.join(valid)}.",
+                             error_code="InvalidModel")
+        chosen = [p for p in serving if p.tasks.get(model) == task]
+        return model, self.candidates(model, kind="media", provider=provider, exclude=exclude) if chosen else []
 
     # ------------------------------------------------------------------ choosing
 
