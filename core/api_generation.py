@@ -179,7 +179,7 @@ def _validate(task: str, dto: Any, uploads: Mapping[str, UploadedFile], head: Ma
         if not text or not text.strip():
             name = "Input" if hasattr(dto, "input") else "Text"
             errors.append(FieldError("NotEmpty", name, f"'{name}' must not be empty."))
-    for field_name, upload in uploads.items():
+    for field_name in uploads:
         magic = _AUDIO_MAGIC if field_name == "audio" else _IMAGE_MAGIC
         data = head.get(field_name, b"")
         is_media = any(data.startswith(m) for m in magic) or (field_name == "audio" and data[4:8] == b"ftyp")
