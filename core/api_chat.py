@@ -135,7 +135,7 @@ class ChatExecutor(Executor):
         except Exception as exc:
             self.providers.report_failure(provider, exc)
             raise
-        self.providers.report_success(provider)
+        self.providers.report_success(provider, time.monotonic() - started)
         self._tried.pop(job.id, None)
         response["model"] = model
         usage = response.get("usage") or {}
@@ -237,6 +237,7 @@ async def open_stream(request: web.Request, model: str, body: dict[str, Any], ca
     last_error: BaseException | None = None
     for provider in candidates:
         await provider.slots.acquire()
+        started = time.monotonic()
         chunks = provider.instance.stream(dict(body, model=provider.api_model(model)))
         try:
             first = await anext(chunks)
@@ -251,7 +252,7 @@ async def open_stream(request: web.Request, model: str, body: dict[str, Any], ca
                 last_error = exc
                 continue
             raise
-        providers.report_success(provider)
+        providers.report_success(provider, time.monotonic() - started)
         return provider, chunks, first
     assert last_error is not None
     raise last_error

@@ -109,6 +109,9 @@ def _check_storage(config: Config, registry: Registry) -> None:
     if config.storage.artifact_store not in registry.artifact_stores:
         problems.append(f"storage.artifact_store: no plugin provides the artifact store "
                         f"{config.storage.artifact_store!r}; known: {', '.join(registry.artifact_stores.names())}")
+    if config.routing.strategy not in registry.routing_strategies:
+        problems.append(f"routing.strategy: no plugin provides the strategy {config.routing.strategy!r}; "
+                        f"known: {', '.join(registry.routing_strategies.names()) or 'none'}")
     if problems:
         raise ConfigError(problems)
 
@@ -148,6 +151,7 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     engine = JobEngine(config, store, clock=app[state.CLOCK])  # type: ignore[arg-type]
     app[state.ENGINE] = engine
     providers = ProviderManager(engine, app[state.MODELS])
+    providers.strategy = registry.routing_strategies[config.routing.strategy].factory(config)
     resolved: list[Any] = app[state.RESOLVED_PROVIDERS]
     providers.build(resolved, app[state.HTTP], config)
     app[state.PROVIDERS] = providers

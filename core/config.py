@@ -182,6 +182,8 @@ class ProviderConfig:
     heartbeat_url: str | None = None
     concurrency: int = attrs.field(default=1, validator=_positive)
     priority: int = 0
+    #: Share of traffic under the ``weighted`` routing strategy (relative to the others).
+    weight: int = attrs.field(default=1, validator=_positive)
     timeout: Duration = attrs.field(default=Duration(180.0), validator=_positive_duration)
     models: list[ModelMapping] = attrs.field(factory=list)
     options: dict[str, Any] = attrs.field(factory=dict)
@@ -226,6 +228,14 @@ class JobsConfig:
     callback_signing_key: Secret | None = None
 
 
+@attrs.frozen
+class RoutingConfig:
+    #: How providers that can serve a request are ordered: ``least-busy`` (most free
+    #: slots, then priority), ``weighted`` (random by ``weight``), ``latency`` (fastest
+    #: recent answers), or one a plugin registers.
+    strategy: str = "least-busy"
+
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 
@@ -248,6 +258,7 @@ class Config:
     #: Model families added to or replacing the built-in catalog.
     models: list[ModelConfig] = attrs.field(factory=list)
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    routing: RoutingConfig = attrs.field(factory=RoutingConfig)
     jobs: JobsConfig = attrs.field(factory=JobsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
     #: Folder relative paths are resolved against (the config file's folder). Not a YAML key.

@@ -236,7 +236,7 @@ class JobEngine:
 
     async def submit(self, spec: JobSpec) -> Job:
         """Store a new job (or return the existing one for a repeated RefId) and wake its queue."""
-        if spec.max_attempts == JobSpec.max_attempts and spec.api != CALLBACK_API:
+        if spec.max_attempts is None:
             spec = attrs.evolve(spec, max_attempts=self.config.jobs.retries + 1)
         job, new = await self.store.enqueue(spec, self.clock())
         if new:

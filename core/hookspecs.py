@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         ModelSpec,
         ResourceSpec,
         RouteSpec,
+        RoutingStrategySpec,
         TransformSpec,
         WorkflowSpec,
     )
@@ -154,6 +155,22 @@ def register_callback_strategies(register: Callable[[CallbackStrategyType], None
     :returns: nothing.
 
     Called once per app, in ``create_app``.
+    """
+
+
+@hookspec
+def register_routing_strategies(register: Callable[[RoutingStrategySpec], None], config: Config) -> None:
+    """Register routing strategies: how the providers able to serve a request are ordered.
+
+    :param register: call with a :class:`~aiport.core.registry.RoutingStrategySpec`
+        whose ``factory(config)`` returns ``order(candidates) -> candidates`` (best
+        first); ``routing.strategy`` in the config picks one by name. Failover walks
+        the order.
+    :param config: the app's configuration.
+    :returns: nothing.
+
+    Called once per app, in ``create_app``. ``order`` runs on every request: keep it
+    O(n) in the number of candidates and free of I/O.
     """
 
 

@@ -57,8 +57,8 @@ class JobSpec:
     key_id: int = 0
     #: Uploaded inputs kept in the artifact store: field -> stored path.
     inputs: Mapping[str, Any] = attrs.field(factory=dict)
-    #: Tries in all (first run plus retries).
-    max_attempts: int = 3
+    #: Tries in all (first run plus retries); ``None``: ``jobs.retries`` + 1.
+    max_attempts: int | None = None
     parent_id: int | None = None
     #: Earliest time a worker may start it (used for retry backoff).
     run_after: dt.datetime | None = None

@@ -23,6 +23,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "aiport.plugins.jobstore_sqlite",
     "aiport.plugins.callback_webhook",
     "aiport.plugins.models_catalog",
+    "aiport.plugins.routing_strategies",
     "aiport.plugins.transforms_image",
     "aiport.plugins.transforms_ffmpeg",
     "aiport.plugins.artifacts_local",
@@ -30,6 +31,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "aiport.plugins.chat_ollama",
     "aiport.plugins.chat_anthropic",
     "aiport.plugins.chat_gemini",
+    "aiport.plugins.media_replicate",
+    "aiport.plugins.media_openai",
+    "aiport.plugins.media_comfyui",
     "aiport.plugins.speech_espeak",
     "aiport.plugins.speech_whisper",
 )

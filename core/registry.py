@@ -155,6 +155,16 @@ class RouteSpec:
 
 
 @attrs.frozen
+class RoutingStrategySpec:
+    """A routing strategy: ``factory(config)`` returns ``order(candidates) -> candidates``,
+    where candidates are :class:`aiport.core.routing.RuntimeProvider` objects."""
+
+    name: str
+    factory: Callable[[Config], Callable[[list[Any]], list[Any]]]
+    description: str = ""
+
+
+@attrs.frozen
 class ResourceSpec:
     """A plugin resource with start-up and shut-down: an aiohttp ``cleanup_ctx`` generator."""
 
@@ -217,6 +227,7 @@ class Registry:
     )
     routes: list[tuple[RouteSpec, str]] = attrs.field(factory=list)
     resources: Kind[ResourceSpec] = attrs.field(factory=lambda: Kind("resource"))
+    routing_strategies: Kind[RoutingStrategySpec] = attrs.field(factory=lambda: Kind("routing strategy"))
 
 
 _KIND_BY_HOOK = {
@@ -229,6 +240,7 @@ _KIND_BY_HOOK = {
     "register_job_stores": ("job_stores", JobStoreType),
     "register_callback_strategies": ("callback_strategies", CallbackStrategyType),
     "register_resources": ("resources", ResourceSpec),
+    "register_routing_strategies": ("routing_strategies", RoutingStrategySpec),
 }
 
 

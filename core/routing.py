@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -59,6 +60,8 @@ class RuntimeProvider:
     #: media providers: gateway model id -> the task it performs
     tasks: dict[str, str] = attrs.field(factory=dict)
     health: Health = attrs.field(factory=Health)
+    #: Smoothed seconds of recent successful calls (``None`` until the first).
+    latency: float | None = None
 
     @property
     def name(self) -> str:
@@ -200,7 +203,9 @@ class ProviderManager:
         if provider.name not in self._probes:
             self._probes[provider.name] = asyncio.create_task(self._probe_until_healthy(provider))
 
-    def report_success(self, provider: RuntimeProvider) -> None:
+    def report_success(self, provider: RuntimeProvider, seconds: float | None = None) -> None:
+        if seconds is not None:  # exponentially weighted: recent calls count most
+            provider.latency = seconds if provider.latency is None else 0.8 * provider.latency + 0.2 * seconds
         if provider.health.failures and not provider.health.forced:
             provider.health.failures = 0
             provider.health.cooldown_until = 0.0
@@ -252,3 +257,22 @@ class ProviderManager:
 def least_busy(candidates: list[RuntimeProvider]) -> list[RuntimeProvider]:
     """Most free slots first, then higher priority, then config order."""
     return sorted(candidates, key=lambda p: (-p.slots.free, -p.config.priority, p.order))
+
+
+def weighted(candidates: list[RuntimeProvider]) -> list[RuntimeProvider]:
+    """A random order drawn by ``weight`` (a provider with weight 3 leads three times as often
+    as one with weight 1); providers with no free slot go last."""
+    pool = [p for p in candidates if p.slots.free > 0] or list(candidates)
+    rest = [p for p in candidates if p not in pool]
+    ordered = []
+    while pool:
+        pick = random.choices(pool, weights=[p.config.weight for p in pool])[0]
+        ordered.append(pick)
+        pool.remove(pick)
+    return ordered + rest
+
+
+def fastest(candidates: list[RuntimeProvider]) -> list[RuntimeProvider]:
+    """Lowest recent latency first (untried providers first, to learn theirs); full ones last."""
+    return sorted(candidates, key=lambda p: (p.slots.free <= 0, p.latency if p.latency is not None else -1.0,
+                                             -p.config.priority, p.order))

@@ -18,6 +18,7 @@ from aiport.core.registry import (
     ModelSpec,
     ResourceSpec,
     RouteSpec,
+    RoutingStrategySpec,
     TransformSpec,
     WorkflowSpec,
 )
@@ -133,3 +134,12 @@ async def _resource(app: web.Application) -> AsyncIterator[None]:
 @hookimpl
 def register_resources(register: Any) -> None:
     register(ResourceSpec(name="test-resource", context=_resource))
+
+
+def _reverse_order(candidates: list[Any]) -> list[Any]:
+    return sorted(candidates, key=lambda p: p.order, reverse=True)
+
+
+@hookimpl
+def register_routing_strategies(register: Any) -> None:
+    register(RoutingStrategySpec(name="last-first", factory=lambda config: _reverse_order))

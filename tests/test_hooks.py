@@ -58,7 +58,8 @@ def test_hook_register_chat_providers(make_config: Any) -> None:
     registry = registry_for(make_config)
     assert registry.chat_providers["reverse"].api_models == {"rev-1": "reverse-v1"}
     config = make_config({**LOAD, "providers": [{"name": "r", "type": "reverse", "uppercase": True}]})
-    (provider,) = resolve_providers(config, collect(build_plugin_manager(config.plugins), config), {})
+    (provider,) = [p for p in resolve_providers(config, collect(build_plugin_manager(config.plugins), config), {})
+                   if p.config.name == "r"]
     assert provider.kind == "chat" and provider.options == hook_plugins.ReverseOptions(uppercase=True)
     bad = make_config({**LOAD, "providers": [{"name": "r", "type": "reverse", "uppercase": "very"}]})
     with pytest.raises(ConfigError, match=r"providers\[0\]\.uppercase: expected true or false"):
@@ -81,11 +82,30 @@ async def test_hook_register_models(make_client: Any) -> None:
     assert resp.status == 404 and "tinyllm:1b, tinyllm:2b" in (await resp.json())["responseStatus"]["message"]
 
 
+async def test_hook_register_routing_strategies(make_client: Any) -> None:
+    client = await make_client({"plugins": {"load": ["hook_plugins", "scripted_provider"]},
+                                "routing": {"strategy": "last-first"},
+                                "providers": [{"name": "one", "type": "scripted", "models": ["m"]},
+                                              {"name": "two", "type": "scripted", "models": ["m"]}]})
+    resp = await client.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user",
+                                                                                        "content": "x"}]})
+    assert resp.headers["X-Aiport-Provider"] == "two"
+    with pytest.raises(ConfigError, match=r"routing\.strategy: no plugin provides the strategy 'nope'"):
+        create_app(make_config_for_strategy("nope"))
+
+
+def make_config_for_strategy(name: str) -> Any:
+    from aiport.core import parse_config
+
+    return parse_config({"routing": {"strategy": name}}, environ={})
+
+
 def test_hook_register_media_providers(make_config: Any) -> None:
     registry = registry_for(make_config)
     assert registry.media_providers["test-media"].tasks == {"TextToImage"}
     config = make_config({**LOAD, "providers": [{"name": "m", "type": "test-media"}]})
-    (provider,) = resolve_providers(config, collect(build_plugin_manager(config.plugins), config), {})
+    (provider,) = [p for p in resolve_providers(config, collect(build_plugin_manager(config.plugins), config), {})
+                   if p.config.name == "m"]
     assert provider.kind == "media"
 
 

@@ -1,0 +1,174 @@
+"""The chat gateway end to end against protocol-faithful fake backends (OpenAI, Anthropic, Gemini,
+Ollama) on loopback, with the official ``openai`` SDK as the client: translation, failover,
+recovery probes, client disconnects and accounting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import openai
+import pytest
+from aiport.core import state
+from aiport.core.routing import ProviderManager
+from fakes.anthropic_server import FakeAnthropic
+from fakes.chat_fake import Reply
+from fakes.gemini_server import FakeGemini
+from fakes.ollama_server import FakeOllama
+from fakes.openai_server import FakeOpenAI
+
+
+def sdk(client: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=str(client.make_url("/v1")), api_key="any", max_retries=0)
+
+
+@pytest.fixture
+async def fakes() -> Any:
+    servers = {"openai": FakeOpenAI(), "anthropic": FakeAnthropic(), "gemini": FakeGemini(), "ollama": FakeOllama()}
+    for server in servers.values():
+        await server.start()
+    yield servers
+    for server in servers.values():
+        await server.close()
+
+
+def m(gateway_id: str, api_model: str) -> dict[str, str]:
+    return {"model": gateway_id, "api_model": api_model}
+
+
+def provider(name: str, type_: str, fake: Any, models: list[Any], **extra: Any) -> dict[str, Any]:
+    key = {"api_key": fake.api_key} if getattr(fake, "api_key", None) else {}
+    return {"name": name, "type": type_, "base_url": fake.base_url, "models": models, **key, **extra}
+
+
+async def test_every_wire_format_answers_through_the_openai_sdk(make_client: Callable[..., Any],
+                                                                fakes: dict[str, Any]) -> None:
+    client = await make_client({"providers": [
+        provider("oa", "openai", fakes["openai"], [m("m-openai", "gpt-4o-mini")]),
+        provider("an", "anthropic", fakes["anthropic"], [m("m-claude", "claude-3-5-haiku-latest")]),
+        provider("ge", "gemini", fakes["gemini"], [m("m-gemini", "gemini-2.0-flash")]),
+        provider("ol", "ollama", fakes["ollama"], [m("m-llama", "llama3.1:8b")]),
+    ]})
+    api = sdk(client)
+    for model, fake in (("m-openai", "openai"), ("m-claude", "anthropic"), ("m-gemini", "gemini"),
+                        ("m-llama", "ollama")):
+        fakes[fake].reply_with(Reply(text=f"hello from {fake}"))
+        answer = await api.chat.completions.create(
+            model=model, max_tokens=50,
+            messages=[{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content == f"hello from {fake}", model
+        assert answer.usage is not None and answer.usage.completion_tokens > 0
+        fakes[fake].reply_with(Reply(text=f"streamed from {fake}"))
+        stream = await api.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                                   max_tokens=50, stream=True,
+                                                   stream_options={"include_usage": True})
+        chunks = [c async for c in stream]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"streamed from {fake}"
+        assert chunks[-1].usage is not None, model
+    system = fakes["anthropic"].requests[0].body["system"]  # the system prompt moved to Anthropic's field
+    assert system == "be nice" or system == [{"type": "text", "text": "be nice"}]
+    assert fakes["gemini"].requests[0].body["systemInstruction"]["parts"][0]["text"] == "be nice"
+
+
+async def test_failover_on_503_refused_and_timeout_then_recovery(make_client: Callable[..., Any],
+                                                                  fakes: dict[str, Any],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = fakes["openai"], FakeOpenAI()
+    await second.start()
+    try:
+        client = await make_client({"providers": [
+            provider("first", "openai-compatible", first, [m("m", "gpt-4o-mini")], priority=5, timeout="1s"),
+            provider("second", "openai-compatible", second, [m("m", "gpt-4o-mini")]),
+        ], "jobs": {"retry_backoff": "10ms"}})
+        manager: ProviderManager = client.app[state.PROVIDERS]
+        body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+
+        first.fail_next(1, 503)
+        second.reply_with("from second")
+        resp = await client.post("/v1/chat/completions", json=body)
+        assert resp.status == 200 and resp.headers["X-Aiport-Provider"] == "second"
+        assert (await resp.json())["choices"][0]["message"]["content"] == "from second"
+        assert manager.get("first").health.failures == 1  # cooling down, probed in the background
+
+        # The probe finds it healthy again (its model list answers) and it rejoins.
+        for _ in range(100):
+            if manager.get("first").available:
+                break
+            await asyncio.sleep(0.1)
+        assert manager.get("first").available, "the first provider was not probed back online"
+        first.reply_with("from first")
+        resp = await client.post("/v1/chat/completions", json=body)
+        assert resp.headers["X-Aiport-Provider"] == "first"
+
+        first.hang_next(1)  # a timeout also fails over
+        second.reply_with("after a timeout")
+        resp = await client.post("/v1/chat/completions", json=body)
+        assert resp.headers["X-Aiport-Provider"] == "second"
+
+        manager.set_online(manager.get("first"), True)
+        await first.close()  # now its port refuses connections
+        second.reply_with("after a refused connection")
+        stream = await sdk(client).chat.completions.create(model="m", messages=body["messages"], stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "after a refused connection"
+    finally:
+        await second.close()
+
+
+async def test_client_disconnect_cancels_the_upstream_request(make_client: Callable[..., Any],
+                                                              fakes: dict[str, Any]) -> None:
+    fake = fakes["anthropic"]
+    fake.stream_delay = 0.1
+    fake.reply_with(Reply(text=" ".join(f"word{i}" for i in range(60))))
+    client = await make_client({"providers": [provider("an", "anthropic", fake, [m("m", "claude-3-5-haiku-latest")])]})
+    resp = await client.post("/v1/chat/completions", json={
+        "model": "m", "stream": True, "max_tokens": 200, "ref_id": "cut-1",
+        "messages": [{"role": "user", "content": "talk"}]})
+    await resp.content.readuntil(b"\n\n")
+    resp.close()
+    await fake.wait_cancelled(timeout=5)
+    assert fake.cancelled == 1
+    store = client.app[state.ENGINE].store
+    for _ in range(100):
+        rows = [r for r in await store.summary() if r["refId"] == "cut-1"]
+        if rows:
+            break
+        await asyncio.sleep(0.02)
+    assert rows[0]["state"] == "Cancelled" and rows[0]["provider"] == "an"
+
+
+async def test_backend_errors_reach_the_client_in_both_shapes(make_client: Callable[..., Any],
+                                                              fakes: dict[str, Any]) -> None:
+    client = await make_client({"providers": [provider("oa", "openai", fakes["openai"], [m("m", "gpt-4o-mini")])],
+                                "jobs": {"retry_backoff": "10ms", "retries": 0}})
+    fakes["openai"].fail_next(1, 400, message="messages[0].content is too long")
+    with pytest.raises(openai.BadRequestError, match="too long") as info:
+        await sdk(client).chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    assert info.value.body["code"] == "UpstreamRejected"  # type: ignore[index]
+    fakes["openai"].fail_next(1, 429, retry_after=7)
+    resp = await client.post("/v1/chat/completions", json={"model": "m", "messages": [{"role": "user",
+                                                                                        "content": "x"}]})
+    body = await resp.json()
+    assert resp.status == 429 and body["responseStatus"]["errorCode"] == "TooManyRequests"
+
+
+@pytest.mark.parametrize("strategy", ["least-busy", "weighted", "latency"])
+async def test_routing_strategies_spread_or_prefer(make_client: Callable[..., Any], fakes: dict[str, Any],
+                                                   strategy: str) -> None:
+    a, b = fakes["openai"], FakeOpenAI()
+    await b.start()
+    try:
+        client = await make_client({"routing": {"strategy": strategy}, "providers": [
+            provider("a", "openai-compatible", a, [m("m", "gpt-4o")], weight=9, concurrency=4),
+            provider("b", "openai-compatible", b, [m("m", "gpt-4o")], weight=1, concurrency=4)]})
+        served = []
+        for _ in range(20):
+            resp = await client.post("/v1/chat/completions", json={"model": "m", "messages": [
+                {"role": "user", "content": "x"}]})
+            served.append(resp.headers["X-Aiport-Provider"])
+        assert set(served) <= {"a", "b"} and len(served) == 20
+        if strategy == "weighted":
+            assert served.count("a") > served.count("b")
+    finally:
+        await b.close()
