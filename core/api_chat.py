@@ -175,7 +175,7 @@ async def chat_completion(request: web.Request, dto: OpenAiChatCompletion) -> we
         return await stream_completion(request, dto, model, body, candidates)
     job = await submit(request, JobSpec(
         api=CHAT_API, queue=candidates[0].name, request={"model": model, "body": body},
-        ref_id=dto.ref_id, tag=dto.tag, requested_provider=dto.provider))
+        ref_id=dto.ref_id, tag=dto.tag, requested_provider=dto.provider), now=True)
     job = await engine_of(request).wait(job, request.app[state.CONFIG].jobs.sync_timeout_chat)
     raise_for_job(job)
     return web.json_response(dict(job.response or {}), dumps=dumps,

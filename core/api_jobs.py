@@ -208,13 +208,17 @@ def generation_status(request: web.Request, job: Job, *, text: bool) -> Generati
     return response
 
 
-async def submit(request: web.Request, spec: JobSpec) -> Job:
-    """Submit a job for the calling key, checking its ReplyTo (SSRF guard) first."""
+async def submit(request: web.Request, spec: JobSpec, *, now: bool = False) -> Job:
+    """Submit a job for the calling key, checking its ReplyTo (SSRF guard) first.
+
+    ``now``: a sync call; start it in this process at once when a slot is free.
+    """
     if spec.reply_to:
         await check_reply_to(spec.reply_to,
                              allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
     spec = attrs.evolve(spec, key_id=principal_of(request).key_id)
-    return await engine_of(request).submit(spec)
+    engine = engine_of(request)
+    return await (engine.run_now(spec) if now else engine.submit(spec))
 
 
 def queued_response(request: web.Request, job: Job, status_api: str) -> QueueGenerationResponse:

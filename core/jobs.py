@@ -151,8 +151,10 @@ class JobStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def enqueue(self, spec: JobSpec, now: dt.datetime) -> tuple[Job, bool]:
-        """Insert a ``Queued`` job; returns it and whether it is new.
+    async def enqueue(self, spec: JobSpec, now: dt.datetime, *, owner: str | None = None,
+                      lease: float = 0.0) -> tuple[Job, bool]:
+        """Insert a ``Queued`` job (or, with ``owner``, one already ``Started`` by that worker
+        holding a ``lease``: a sync call run at once); returns it and whether it is new.
 
         A ``ref_id`` already used by the same key for the same API returns the
         existing job (idempotent submit); used otherwise, it raises ``Conflict``.
@@ -223,4 +225,10 @@ class JobStore(Protocol):
     async def summary(self, since: dt.datetime | None = None,
                       until: dt.datetime | None = None) -> list[Mapping[str, Any]]:
         """The analytics rows (one per finished request) in a time range."""
+        ...
+
+    async def requeue(self, job_id: int, now: dt.datetime) -> Job | None:
+        """``Failed/Cancelled -> Queued`` with attempts, error and result cleared (admin requeue),
+        also for a job already moved to its archive; the job afterwards, or ``None`` if it is
+        unknown or not failed or cancelled."""
         ...

@@ -297,9 +297,14 @@ class SqliteJobStore:
 
     # ------------------------------------------------------------------ writes
 
-    async def enqueue(self, spec: JobSpec, now: dt.datetime) -> tuple[Job, bool]:
+    async def enqueue(self, spec: JobSpec, now: dt.datetime, *, owner: str | None = None,
+                      lease: float = 0.0) -> tuple[Job, bool]:
         ref_id = spec.ref_id or uuid.uuid4().hex
         created = now.timestamp()
+        state = "Queued" if owner is None else "Started"
+        attempts = 0 if owner is None else 1
+        started = None if owner is None else created
+        expires = None if owner is None else created + lease
 
         def insert(conn: sqlite3.Connection) -> tuple[Any, bool]:
             existing = conn.execute("SELECT id, key_id, api FROM job_index WHERE ref_id = ?", (ref_id,)).fetchone()
@@ -313,12 +318,13 @@ class SqliteJobStore:
             job_id = int(cursor.lastrowid or 0)
             row = conn.execute(
                 "INSERT INTO jobs (id, ref_id, api, queue, state, key_id, tag, reply_to, requested_provider, "
-                "attempts, max_attempts, request, inputs, parent_id, created_at, run_after) "
-                "VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?) "
+                "attempts, max_attempts, request, inputs, parent_id, created_at, run_after, started_at, "
+                "lease_owner, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 f"RETURNING {', '.join(_JOB_COLUMNS)}",
-                (job_id, ref_id, spec.api, spec.queue, spec.key_id, spec.tag, spec.reply_to,
-                 spec.requested_provider, spec.max_attempts, _dumps(dict(spec.request)),
-                 _dumps(dict(spec.inputs)), spec.parent_id, created, _ts(spec.run_after))).fetchone()
+                (job_id, ref_id, spec.api, spec.queue, state, spec.key_id, spec.tag, spec.reply_to,
+                 spec.requested_provider, attempts, spec.max_attempts, _dumps(dict(spec.request)),
+                 _dumps(dict(spec.inputs)), spec.parent_id, created, _ts(spec.run_after), started, owner,
+                 expires)).fetchone()
             return row, True
 
         found, new = await self._write(insert)
@@ -538,6 +544,36 @@ class SqliteJobStore:
         if moved:
             log.info("jobs archived", count=moved)
         return moved
+
+    async def requeue(self, job_id: int, now: dt.datetime) -> Job | None:
+        """``Failed/Cancelled -> Queued`` from the first attempt (admin requeue); a job already
+        in its monthly archive is brought back to the active table first."""
+        job = await self.get(job_id=job_id)
+        if job is None or job.state not in (JobState.FAILED, JobState.CANCELLED):
+            return None
+        archived = await self._fetchone("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) is None
+        values = (
+            job.id, job.ref_id, job.api, job.queue, job.state.value, job.key_id, job.tag, job.reply_to,
+            job.requested_provider, job.provider, job.status, job.progress, job.attempts, job.max_attempts,
+            _dumps(dict(job.request)), None, None, None, _dumps(dict(job.inputs)), None, job.parent_id,
+            job.created_at.timestamp(), None, None, None, None, None, None)
+
+        def requeue(conn: sqlite3.Connection) -> Any:
+            if archived:
+                # The archive keeps its copy; reads prefer the active table, and the next
+                # archiving replaces it.
+                conn.execute(f"INSERT OR REPLACE INTO jobs ({', '.join(_JOB_COLUMNS)}) "
+                             f"VALUES ({', '.join('?' * len(_JOB_COLUMNS))})", values)
+                conn.execute("UPDATE job_index SET archive = NULL WHERE id = ?", (job_id,))
+            return conn.execute(
+                "UPDATE jobs SET state = 'Queued', attempts = 0, response = NULL, error = NULL, error_status = NULL, "
+                "outputs = NULL, status = 'Requeued', progress = NULL, started_at = NULL, completed_at = NULL, "
+                "run_after = NULL, lease_owner = NULL, lease_expires_at = NULL, duration_ms = NULL "
+                "WHERE id = ? AND state IN ('Failed', 'Cancelled') "
+                f"RETURNING {', '.join(_JOB_COLUMNS)}", (job_id,)).fetchone()
+
+        row = await self._write(requeue)
+        return None if row is None else _row_to_job(row)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
