@@ -153,7 +153,7 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     providers = ProviderManager(engine, app[state.MODELS])
     providers.strategy = registry.routing_strategies[config.routing.strategy].factory(config)
     resolved: list[Any] = app[state.RESOLVED_PROVIDERS]
-    providers.build(resolved, app[state.HTTP], config)
+    providers.build(resolved, app[state.HTTP], config, registry)
     app[state.PROVIDERS] = providers
 
     key = config.jobs.callback_signing_key or config.auth.admin_secret

@@ -24,6 +24,8 @@ class ResolvedProvider:
     kind: Literal["chat", "media"]
     type: ChatProviderType | MediaProviderType
     options: Any
+    #: Started because its type runs one when none is configured.
+    implicit: bool = False
 
 
 def resolve_providers(config: Config, registry: Registry,
@@ -83,5 +85,6 @@ def resolve_providers(config: Config, registry: Registry,
         if mtype.implicit_instance and mtype.name not in configured_types:
             options = mtype.options() if mtype.options is not None else {}
             implicit = ProviderConfig(name=mtype.name, type=mtype.name, base_url=mtype.default_base_url)
-            resolved.append(ResolvedProvider(config=implicit, kind="media", type=mtype, options=options))
+            resolved.append(ResolvedProvider(config=implicit, kind="media", type=mtype, options=options,
+                                             implicit=True))
     return resolved

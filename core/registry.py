@@ -34,6 +34,8 @@ class ProviderContext:
     http: Any
     #: The whole app config.
     config: Config
+    #: Everything the app's plugins registered (e.g. workflows for a ComfyUI provider).
+    registry: Any = None
 
 
 @attrs.frozen

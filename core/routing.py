@@ -59,6 +59,8 @@ class RuntimeProvider:
     order: int
     #: media providers: gateway model id -> the task it performs
     tasks: dict[str, str] = attrs.field(factory=dict)
+    #: Started without a config entry (a local fallback): tried after configured providers.
+    implicit: bool = False
     health: Health = attrs.field(factory=Health)
     #: Smoothed seconds of recent successful calls (``None`` until the first).
     latency: float | None = None
@@ -86,9 +88,11 @@ class ProviderManager:
         #: Routing strategy: orders candidates, best first.
         self.strategy: Callable[[list[RuntimeProvider]], list[RuntimeProvider]] = least_busy
 
-    def build(self, resolved: Iterable[ResolvedProvider], http: Any, app_config: Any) -> None:
+    def build(self, resolved: Iterable[ResolvedProvider], http: Any, app_config: Any,
+              registry: Any = None) -> None:
         for order, item in enumerate(resolved):
-            ctx = ProviderContext(provider=item.config, options=item.options, http=http, config=app_config)
+            ctx = ProviderContext(provider=item.config, options=item.options, http=http, config=app_config,
+                                  registry=registry)
             try:
                 instance = item.type.factory(ctx)
             except (ValueError, TypeError, ApiError) as exc:
@@ -110,7 +114,7 @@ class ProviderManager:
                     models[model] = m.api_model or mapping.get(model) or mapping.get(m.model) or m.model
             self.providers[item.config.name] = RuntimeProvider(
                 config=item.config, kind=item.kind, type_name=item.type.name, instance=instance,
-                slots=queue.slots, models=models, order=order, tasks=tasks)
+                slots=queue.slots, models=models, order=order, tasks=tasks, implicit=item.implicit)
 
     async def close(self) -> None:
         for task in self._probes.values():
@@ -144,7 +148,8 @@ class ProviderManager:
             raise ServiceUnavailable(f"No media provider can run {task}"
                                      + (f" as {provider!r}" if provider else "") + "; configure one.")
         if model is None:
-            model = next(m for p in self.strategy(serving) for m, t in p.tasks.items() if t == task)
+            preferred = [p for p in serving if not p.implicit] or serving
+            model = next(m for p in self.strategy(preferred) for m, t in p.tasks.items() if t == task)
         elif model not in valid:
             raise BadRequest(f"Model {model!r} cannot run {task}; valid models: {', '.join(valid)}.",
                              error_code="InvalidModel")
@@ -183,7 +188,9 @@ class ProviderManager:
         # Providers cooling down after a failure come last, soonest-back first: better a
         # provider that may have recovered than no answer at all.
         cooling = sorted((p for p in online if not p.available), key=lambda p: p.health.cooldown_until)
-        return [*self.strategy(ready), *cooling]
+        ordered = [*self.strategy(ready), *cooling]
+        # Implicit local instances are a fallback: configured providers come first.
+        return [p for p in ordered if not p.implicit] + [p for p in ordered if p.implicit]
 
     # ------------------------------------------------------------------ health
 

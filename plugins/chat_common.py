@@ -652,8 +652,11 @@ class HttpChatProvider:
 
     @asynccontextmanager
     async def open(self, method: str, url: str, *, json_body: Any = None, stream: bool = False,
-                   headers: Mapping[str, str] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+                   headers: Mapping[str, str] | None = None, data: Any = None
+                   ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request and yield its (successful) response; map every failure to a ProviderError.
+
+        ``data`` is a non-JSON body (e.g. an :class:`aiohttp.FormData` upload), sent instead of ``json_body``.
 
         If the block is left before the body was read to the end (the consumer
         stopped, or was cancelled), the connection is closed rather than reused,
@@ -662,7 +665,7 @@ class HttpChatProvider:
         timeout = (aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
                    if stream else aiohttp.ClientTimeout(total=self.timeout))
         try:
-            async with self._http.request(method, url, json=json_body, timeout=timeout,
+            async with self._http.request(method, url, json=json_body, data=data, timeout=timeout,
                                           headers=self.headers() if headers is None else headers) as resp:
                 if resp.status >= 400:
                     text = await _read_limited(resp.content, _MAX_ERROR_BODY)

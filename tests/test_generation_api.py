@@ -17,7 +17,8 @@ from wand.image import Image
 
 
 def config(providers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {"plugins": {"load": ["scripted_media"]},
+    # The local speech plugins would add their implicit instances; these tests want only the scripted one.
+    return {"plugins": {"load": ["scripted_media"], "disable": ["speech_espeak", "speech_whisper"]},
             "providers": providers or [{"name": "gpu-1", "type": "scripted-media", "concurrency": 2}],
             "jobs": {"allow_private_callbacks": True, "retry_backoff": "10ms"}}
 
