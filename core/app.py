@@ -18,7 +18,7 @@ import pluggy
 import structlog
 from aiohttp import web
 
-from . import api_chat, api_generation, api_jobs, api_media, state
+from . import api_admin, api_chat, api_generation, api_jobs, api_media, keys, limits, metrics, state
 from .api import ApiCatalog, add_api, add_plain
 from .callbacks import CallbackExecutor
 from .catalog import ModelCatalog
@@ -90,12 +90,18 @@ def create_app(
     api_chat.install(app)
     api_media.install(app)
     api_generation.install(app)
+    limits.install(app)
+    metrics.install(app)
+    api_admin.install(app)
     _add_plugin_routes(app, registry)
 
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_spool_dir)
     app.cleanup_ctx.append(api_media.artifact_store)
     app.cleanup_ctx.append(_jobs)
+    app.cleanup_ctx.append(keys.key_service)
+    app.cleanup_ctx.append(api_admin.runtime_providers)
+    app.cleanup_ctx.append(metrics.observe_jobs)
     for resource in registry.resources:
         app.cleanup_ctx.append(resource.context)
     return app

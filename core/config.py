@@ -248,6 +248,17 @@ class LoggingConfig:
 
 
 @attrs.frozen
+class MetricsConfig:
+    """``GET /metrics`` in the Prometheus text format."""
+
+    enabled: bool = True
+    #: Require the admin secret, an ``Admin``-scoped API key or ``token`` to read it.
+    require_auth: bool = False
+    #: A token only for scrapers (``Authorization: Bearer``); setting it also requires auth.
+    token: Secret | None = None
+
+
+@attrs.frozen
 class Config:
     """The whole configuration; ``Config()`` is the embedded default."""
 
@@ -261,6 +272,7 @@ class Config:
     routing: RoutingConfig = attrs.field(factory=RoutingConfig)
     jobs: JobsConfig = attrs.field(factory=JobsConfig)
     logging: LoggingConfig = attrs.field(factory=LoggingConfig)
+    metrics: MetricsConfig = attrs.field(factory=MetricsConfig)
     #: Folder relative paths are resolved against (the config file's folder). Not a YAML key.
     base_dir: str = attrs.field(default=".", kw_only=True)
 
@@ -270,7 +282,8 @@ class Config:
 
     def secrets(self) -> list[str]:
         """Every secret value in this config, for log redaction."""
-        found = [s.reveal() for s in (self.auth.admin_secret, self.jobs.callback_signing_key) if s]
+        found = [s.reveal() for s in (self.auth.admin_secret, self.jobs.callback_signing_key, self.metrics.token)
+                 if s]
         found += [p.api_key.reveal() for p in self.providers if p.api_key]
         return found
 

@@ -515,10 +515,6 @@ class JobEngine:
             slots.release()
         queue.wake.set()
 
-    def running_jobs(self) -> list[int]:
-        """Ids of the jobs this node is running now."""
-        return list(self._running)
-
     async def requeue(self, job: Job) -> Job:
         """Put a failed or cancelled job back in its queue to run again from its first attempt."""
         from .errors import Conflict

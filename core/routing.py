@@ -260,6 +260,35 @@ class ProviderManager:
             "cooldownSeconds": round(max(0.0, p.health.cooldown_until - now), 1) or None,
         } for p in self.providers.values()]
 
+    def add(self, resolved: ResolvedProvider, http: Any, app_config: Any, registry: Any = None) -> RuntimeProvider:
+        """Start one more provider while the app runs (admin APIs); it routes after the others
+        of equal standing. Its queue is created, or resized if the name was used before."""
+        name = resolved.config.name
+        if name in self.providers:
+            raise ValueError(f"provider {name!r} is already running")
+        order = max((p.order for p in self.providers.values()), default=-1) + 1
+        self.build([resolved], http, app_config, registry)
+        provider = self.providers[name]
+        provider.order = order
+        self.engine.resize_queue(name, resolved.config.concurrency)
+        return provider
+
+    async def remove(self, name: str) -> RuntimeProvider | None:
+        """Stop routing to a provider and close it. Its queued jobs fail over to another
+        provider of the model when they run (the executors find it gone)."""
+        provider = self.providers.pop(name, None)
+        if provider is None:
+            return None
+        probe = self._probes.pop(name, None)
+        if probe is not None:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
+        closer = getattr(provider.instance, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
+        return provider
+
 
 def least_busy(candidates: list[RuntimeProvider]) -> list[RuntimeProvider]:
     """Most free slots first, then higher priority, then config order."""
