@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -65,14 +66,14 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 
 LOAD = """
 import asyncio, json, sys, time, aiohttp
-URL, N, C, MODEL = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+URL, N, C, MODEL, KEY = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 async def main():
     lat = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=C)) as s:
         async def one(i):
             body = {"model": MODEL, "messages": [{"role": "user", "content": f"ping {i} {time.time()}"}]}
             t = time.perf_counter()
-            async with s.post(URL, json=body, headers={"Authorization": "Bearer sk-bench"}) as r:
+            async with s.post(URL, json=body, headers={"Authorization": "Bearer " + KEY}) as r:
                 await r.read()
                 if r.status != 200:
                     raise SystemExit(f"HTTP {r.status}: {(await r.text())[:200]}")
@@ -113,9 +114,13 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], seconds: float = 120) -> No
     raise SystemExit(f"{url} did not come up")
 
 
+#: LiteLLM refuses to start without a strong master key; every target gets the same header.
+MASTER_KEY = "sk-" + secrets.token_hex(32)
+
+
 def load(url: str, n: int, c: int, model: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", LOAD, url, str(n), str(c), model], capture_output=True, text=True,
-                         check=False)
+    out = subprocess.run([sys.executable, "-c", LOAD, url, str(n), str(c), model, MASTER_KEY], capture_output=True,
+                         text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"load on {url} failed: {out.stdout}{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -175,7 +180,8 @@ def main() -> None:
                 lconfig.write_text(
                     "model_list:\n  - model_name: bench\n    litellm_params:\n"
                     f"      model: openai/bench\n      api_base: {upstream}/v1\n      api_key: x\n"
-                    "litellm_settings:\n  drop_params: true\n  telemetry: false\n")
+                    "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
+                    f"general_settings:\n  master_key: {MASTER_KEY}\n")
                 env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"}
                 procs.append(subprocess.Popen([str(litellm), "--config", str(lconfig), "--port", str(lport),
                                                "--num_workers", "1"], env=env, stdout=subprocess.DEVNULL,
