@@ -330,6 +330,8 @@ def _is_empty(value: Any) -> bool:
 
 
 def _check(a: attrs.Attribute, meta: FieldMeta, value: Any, name: str) -> FieldError | None:
+    if value is None and not meta.required:
+        return None
     human = _humanize(name)
     if meta.required and (_is_empty(value) or (isinstance(value, str) and not value.strip())):
         return FieldError("NotEmpty", name, f"'{human}' must not be empty.")
@@ -370,6 +372,35 @@ def _num(v: float) -> str:
 _MISSING = object()
 
 
+@attrs.frozen
+class _FieldPlan:
+    attribute: attrs.Attribute
+    meta: FieldMeta
+    name: str
+    keys: tuple[str, ...]
+    hint: Any
+    #: Checked even when absent (required) or when present (bounds): else skipped when absent.
+    always_check: bool
+
+
+_PLANS: dict[tuple[type, str], tuple[_FieldPlan, ...]] = {}
+
+
+def _plan(cls: type, naming: Naming) -> tuple[_FieldPlan, ...]:
+    """Per DTO class, what ``build`` needs of each field, worked out once."""
+    plan = _PLANS.get((cls, naming))
+    if plan is None:
+        hints = type_hints(cls)
+        fields = []
+        for a in attrs.fields(cls):
+            meta = field_meta(a)
+            name = wire_name(a, naming)
+            keys = tuple(dict.fromkeys(norm(k) for k in (a.name, name, *meta.aliases)))
+            fields.append(_FieldPlan(a, meta, name, keys, hints.get(a.name, Any), meta.required))
+        plan = _PLANS[(cls, naming)] = tuple(fields)
+    return plan
+
+
 def build(cls: type, data: Mapping[str, Any], *, naming: Naming | None = None,
           files: Mapping[str, Any] | None = None) -> Any:
     """Make a DTO instance from input data whose names are matched case-insensitively.
@@ -383,23 +414,23 @@ def build(cls: type, data: Mapping[str, Any], *, naming: Naming | None = None,
         by_norm.setdefault(norm(str(key)), item)
     for key, item in (files or {}).items():
         by_norm[norm(str(key))] = item
-    hints = type_hints(cls)
     kwargs: dict[str, Any] = {}
     errors: list[FieldError] = []
-    for a in attrs.fields(cls):
-        fmeta = field_meta(a)
-        name = wire_name(a, naming)
+    for field_plan in _plan(cls, naming):
+        a, fmeta, name = field_plan.attribute, field_plan.meta, field_plan.name
         raw: Any = _MISSING
-        for candidate in (a.name, name, *fmeta.aliases):
-            if norm(candidate) in by_norm:
-                raw = by_norm[norm(candidate)]
+        for key in field_plan.keys:
+            if key in by_norm:
+                raw = by_norm[key]
                 break
+        if raw is _MISSING and not field_plan.always_check:
+            continue
         value: Any = None
         if raw is _MISSING:
             pass
         else:
             try:
-                value = coerce(raw, hints.get(a.name, Any), naming)
+                value = coerce(raw, field_plan.hint, naming)
             except ValidationFailed as nested:
                 errors.extend(
                     FieldError(e.error_code, f"{name}.{e.field_name}", e.message) for e in nested.errors

@@ -40,6 +40,8 @@ CALLBACK_API = "Callback"
 LEASE_SECONDS = 60.0
 #: How often idle queues look for work from other nodes or delayed retries.
 POLL_SECONDS = 1.0
+#: Most jobs a queue claims in one write.
+CLAIM_BATCH = 32
 
 
 def system_clock() -> dt.datetime:
@@ -182,6 +184,8 @@ class JobEngine:
         self._running: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintenance: asyncio.Task[None] | None = None
+        #: Jobs created by the current submit call, until its caller starts waiting.
+        self._just_submitted: set[int] = set()
         self._started = False
         #: Seconds after finishing that a job moves to its monthly archive.
         self.archive_after = 300.0
@@ -240,6 +244,7 @@ class JobEngine:
             spec = attrs.evolve(spec, max_attempts=self.config.jobs.retries + 1)
         job, new = await self.store.enqueue(spec, self.clock())
         if new:
+            self._remember_new(job.id)
             queue = self.queues.get(job.queue)
             if queue is not None:
                 queue.slots.waiting += 1
@@ -266,8 +271,14 @@ class JobEngine:
         if not new:  # a repeated RefId: the job already exists
             queue.slots.release()
             return job
+        self._remember_new(job.id)
         self._running[job.id] = asyncio.create_task(self._run(job, owner, queue), name=f"aiport-job-{job.id}")
         return job
+
+    def _remember_new(self, job_id: int) -> None:
+        if len(self._just_submitted) > 10_000:  # queued calls nobody waits for
+            self._just_submitted.clear()
+        self._just_submitted.add(job_id)
 
     async def wait(self, job: Job, timeout: float) -> Job:
         """Wait (on an event, not by polling) until ``job`` finishes or ``timeout`` passes.
@@ -279,9 +290,14 @@ class JobEngine:
         future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(job.id, []).append(future)
         try:
-            current = await self.store.get(job_id=job.id)
-            if current is not None and current.state.finished:
-                return current
+            if job.id in self._just_submitted:
+                # Created by this call and not yet yielded to its worker: it cannot have
+                # finished before the waiter above was registered, so no re-read is needed.
+                self._just_submitted.discard(job.id)
+            else:  # an existing job (a repeated RefId) may have finished meanwhile
+                current = await self.store.get(job_id=job.id)
+                if current is not None and current.state.finished:
+                    return current
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             current = await self.store.get(job_id=job.id) or job
@@ -331,8 +347,10 @@ class JobEngine:
         slots = queue.slots
         while True:
             await slots.acquire()
+            # Claim as many jobs as are waiting (up to a batch), in one write; not every free
+            # place, which for a wide queue would be hundreds of acquire/release pairs per wake-up.
             taken = 1
-            while slots.try_acquire():  # claim as many jobs as there are free places, in one write
+            while taken < min(slots.waiting, CLAIM_BATCH) and slots.try_acquire():
                 taken += 1
             try:
                 jobs = await self.store.claim(queue.name, owner, LEASE_SECONDS, self.clock(), limit=taken)
@@ -375,16 +393,19 @@ class JobEngine:
             except Exception as exc:
                 await self._handle_failure(job, owner, executor, exc, bucket)
                 return
-            final = attrs.evolve(job, state=JobState.COMPLETED, response=dict(result.response),
-                                 outputs=tuple(result.outputs), provider=result.usage.provider or job.provider)
             now = self.clock()
-            done = await self.store.complete(job.id, owner, result, now,
-                                             callback=self._callback_spec(final, executor))
+            final: Job | None = None
+            callback = None
+            if job.reply_to or job.id in self._waiters:  # only then is the finished job needed here
+                final = attrs.evolve(job, state=JobState.COMPLETED, response=dict(result.response),
+                                     outputs=tuple(result.outputs), provider=result.usage.provider or job.provider)
+                callback = self._callback_spec(final, executor)
+            done = await self.store.complete(job.id, owner, result, now, callback=callback)
             if done:
                 bucket["completed"] += 1
-                if job.reply_to:
+                if callback is not None:
                     self._wake(CALLBACK_QUEUE)
-                if job.id in self._waiters:  # wake sync callers with the job as stored, without reading it
+                if final is not None and job.id in self._waiters:  # wake sync callers without a read
                     started = job.started_at or job.created_at
                     self._notify(attrs.evolve(final, completed_at=now, progress=1.0, lease_owner=None,
                                               lease_expires_at=None,
@@ -398,7 +419,8 @@ class JobEngine:
         finally:
             self._running.pop(job.id, None)
             queue.slots.release()
-            queue.wake.set()
+            if queue.slots.waiting:  # a place is free for a job that waits
+                queue.wake.set()
 
     async def _handle_failure(self, job: Job, owner: str, executor: Executor, exc: Exception,
                               bucket: dict[str, int]) -> None:
