@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # ImageMagick (wand) and FFmpeg for the media transforms; espeak-ng for local speech.
 APT_PACKAGES="libmagickwand-6.q16-6 ffmpeg espeak-ng"
 if [ "${1:-}" = "--test" ]; then
-    APT_PACKAGES="$APT_PACKAGES imagemagick"
+    APT_PACKAGES="$APT_PACKAGES imagemagick chromium"
 fi
 
 missing=""
@@ -29,7 +29,8 @@ fi
 
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# setuptools and wheel too: the venv ships an old setuptools, and the packaging test builds a wheel.
+.venv/bin/python -m pip install -q --upgrade pip "setuptools>=68" wheel
 if [ "${1:-}" = "--test" ]; then
     .venv/bin/python -m pip install -q -e '.[test]'
 else
