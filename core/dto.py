@@ -219,9 +219,16 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
+_EXACT = (str, int, float, bool)
+
+
 def coerce(value: Any, tp: Any, naming: Naming = "pascal") -> Any:
     """Convert an input value (JSON value or form/query string) to ``tp``; raise on mismatch."""
+    if type(value) is tp and tp in _EXACT:  # the common JSON case: already the right type
+        return value
     tp, _ = _unwrap_optional(tp)
+    if type(value) is tp and tp in _EXACT:
+        return value
     if value is None:
         return None
     if tp is Any or tp is object:
@@ -284,6 +291,11 @@ def coerce(value: Any, tp: Any, naming: Naming = "pascal") -> Any:
         raise _Invalid("InvalidValue", "must be an ISO 8601 date and time.")
     if origin in (list, tuple, set, frozenset) or tp in (list, tuple):
         (item_tp,) = get_args(tp)[:1] or (Any,)
+        if origin is list and isinstance(value, list):
+            item_origin = get_origin(item_tp)
+            if item_tp is Any or (item_origin is dict and get_args(item_tp)[1:] == (Any,)
+                                  and all(type(v) is dict for v in value)):
+                return value  # list[dict[str, Any]] (chat messages): nothing to convert
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):

@@ -88,8 +88,18 @@ def _human_size(n: int) -> str:
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole (non-file) body, refusing more than ``limit`` bytes with a 413."""
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
+    length = request.content_length
+    if length is not None:
+        if length > limit:
+            raise _too_large(limit)
+        # Known length within the limit: one read, no chunk loop.
+        data = await request.content.read(length)
+        while len(data) < length:
+            more = await request.content.read(length - len(data))
+            if not more:
+                break
+            data += more
+        return data
     chunks = []
     total = 0
     async for chunk in request.content.iter_chunked(_CHUNK):

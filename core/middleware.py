@@ -37,10 +37,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             status = response.status
             return response
         finally:
+            query = request.query_string
             log.info(
                 "request",
                 method=request.method,
-                path=_SECRET_QUERY.sub(r"\1****", request.path_qs),
+                path=request.path + "?" + _SECRET_QUERY.sub(r"\1****", query) if query else request.path,
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
