@@ -257,3 +257,42 @@ async def test_delete_files_only_for_the_owner(client: Any, media: dict[str, byt
     assert body == {"deleted": [rel], "missing": ["2026/01/01/0/" + "b" * 64 + ".png"], "failed": [other]}
     resp = await client.delete(f"/files/{other}", headers={"Authorization": f"Bearer {SECRET}"})
     assert resp.status == 204 and not (store_root / other).exists()
+
+
+async def test_every_transform_queued_with_reply_to(client: Any, media: dict[str, bytes],
+                                                    aiohttp_server: Any) -> None:
+    photo, mark = {"image": ("p.png", media["photo"])}, ("m.png", media["mark"])
+    video = {"video": ("clip.mp4", media["video"])}
+    cases = {
+        "ScaleImage": (photo, {"Width": 50}), "CropImage": (photo, {"X": 0, "Y": 0, "Width": 10, "Height": 10}),
+        "WatermarkImage": ({**photo, "watermark": mark}, {}), "ConvertImage": (photo, {"OutputFormat": "gif"}),
+        "ScaleVideo": (video, {"Height": 60}), "CropVideo": (video, {"X": 2, "Y": 2, "Width": 40, "Height": 30}),
+        "WatermarkVideo": ({**video, "watermark": mark}, {}), "ConvertVideo": (video, {"OutputFormat": "mkv"}),
+        "TrimVideo": (video, {"StartTime": "0", "EndTime": "1"}),
+        "ConvertAudio": ({"audio": ("t.wav", media["tone"])}, {"OutputFormat": "flac"}),
+    }
+    got: dict[str, dict[str, Any]] = {}
+    all_in = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        got[body["refId"]] = body
+        if len(got) == len(cases):
+            all_in.set()
+        return web.Response()
+
+    receiver = web.Application()
+    receiver.router.add_post("/cb", hook)
+    server = await aiohttp_server(receiver)
+    for api, (files, fields) in cases.items():
+        resp = await client.post(f"/api/Queue{api}", data=form(files, RefId=f"q-{api}",
+                                                                ReplyTo=str(server.make_url("/cb")), **fields))
+        assert resp.status == 200, (api, await resp.text())
+    await asyncio.wait_for(all_in.wait(), 60)
+    for api in cases:
+        callback = got[f"q-{api}"]
+        assert callback["state"] == "Completed", callback
+        data = await download(client, callback["outputs"][0]["url"])
+        assert len(data) > 0
+        status = await (await client.get(f"/api/GetArtifactGenerationStatus?RefId=q-{api}")).json()
+        assert status["jobState"] == "Completed" and await download(client, status["results"][0]["url"]) == data
