@@ -351,7 +351,10 @@ async def get_artifact(request: web.Request) -> web.StreamResponse:
 
 def _serve(request: web.Request, found: Any, *, immutable: bool) -> web.StreamResponse:
     headers = {"Cache-Control": "public, max-age=31536000, immutable" if immutable else "public, max-age=3600",
-               "Content-Type": found.content_type, "X-Content-Type-Options": "nosniff"}
+               "Content-Type": found.content_type, "X-Content-Type-Options": "nosniff",
+               # Uploads are served from aiport's own origin: an SVG or HTML file opened directly
+               # must not run script there (where the UI keeps its key).
+               "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self'; media-src 'self'"}
     if request.query.get("download", "").lower() in ("true", "1"):
         headers["Content-Disposition"] = f'attachment; filename="{found.path.rsplit("/", 1)[-1]}"'
     if found.local_path is not None:

@@ -208,6 +208,7 @@ async def test_artifacts_are_served_with_cache_headers_and_ranges(client: Any, m
     resp = await client.get(path)
     assert resp.status == 200 and resp.headers["Content-Type"] == "video/mp4"
     assert "immutable" in resp.headers["Cache-Control"] and resp.headers["ETag"]
+    assert resp.headers["Content-Security-Policy"].startswith("sandbox")
     whole = await resp.read()
     resp = await client.get(path, headers={"Range": "bytes=10-19"})
     assert resp.status == 206 and await resp.read() == whole[10:20]
