@@ -18,7 +18,7 @@ import pluggy
 import structlog
 from aiohttp import web
 
-from . import api_admin, api_chat, api_generation, api_jobs, api_media, keys, limits, metrics, state
+from . import api_admin, api_chat, api_generation, api_jobs, api_media, keys, limits, metrics, state, ui
 from .api import ApiCatalog, add_api, add_plain
 from .callbacks import CallbackExecutor
 from .catalog import ModelCatalog
@@ -93,6 +93,7 @@ def create_app(
     limits.install(app)
     metrics.install(app)
     api_admin.install(app)
+    ui.install(app)
     _add_plugin_routes(app, registry)
 
     app.cleanup_ctx.append(_http_client)
