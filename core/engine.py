@@ -264,7 +264,7 @@ class JobEngine:
             spec = attrs.evolve(spec, max_attempts=self.config.jobs.retries + 1)
         owner = f"{self.node_id}:{queue.name}"
         try:
-            job, new = await self.store.enqueue(spec, self.clock(), owner=owner, lease=LEASE_SECONDS)
+            job, new = await self.store.enqueue(spec, self.clock(), owner=owner, lease=LEASE_SECONDS, defer=True)
         except BaseException:
             queue.slots.release()
             raise
@@ -300,6 +300,9 @@ class JobEngine:
                     return current
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
+            persist = getattr(self.store, "persist", None)
+            if persist is not None:  # a deferred sync job becomes durable now that its caller may poll it
+                await persist(job.id)
             current = await self.store.get(job_id=job.id) or job
             raise GatewayTimeout(
                 f"The job did not finish within {timeout:g} s; it carries on. Poll its status with "

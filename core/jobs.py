@@ -152,9 +152,13 @@ class JobStore(Protocol):
     async def close(self) -> None: ...
 
     async def enqueue(self, spec: JobSpec, now: dt.datetime, *, owner: str | None = None,
-                      lease: float = 0.0) -> tuple[Job, bool]:
+                      lease: float = 0.0, defer: bool = False) -> tuple[Job, bool]:
         """Insert a ``Queued`` job (or, with ``owner``, one already ``Started`` by that worker
         holding a ``lease``: a sync call run at once); returns it and whether it is new.
+
+        ``defer`` (a sync call whose caller waits for it): a store may keep the job in
+        memory while it runs and write it when it finishes, in a batch; ``persist``
+        writes it at once. Stores that do not defer ignore it.
 
         A ``ref_id`` already used by the same key for the same API returns the
         existing job (idempotent submit); used otherwise, it raises ``Conflict``.

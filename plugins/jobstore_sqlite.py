@@ -22,6 +22,7 @@ every ``Started`` job belongs to a process that no longer runs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import json
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+import attrs
 import structlog
 from aiport.core.errors import Conflict
 from aiport.core.hookspecs import hookimpl
@@ -137,6 +139,16 @@ class SqliteJobStore:
             asyncio.Queue())
         self._writer_task: asyncio.Task[None] | None = None
         self._archives: dict[str, aiosqlite.Connection] = {}
+        # Deferred sync jobs (see enqueue): ids reserved in blocks, jobs running unwritten,
+        # and finished ones waiting for the next batched history write.
+        self._ids: collections.deque[int] = collections.deque()
+        self._deferred: dict[int, tuple[Job, JobSpec]] = {}
+        self._deferred_refs: dict[str, int] = {}
+        self._buffer: list[tuple[Job, Usage]] = []
+        self._buffered: dict[int, Job] = {}
+        self._buffered_refs: dict[str, int] = {}
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -152,6 +164,7 @@ class SqliteJobStore:
 
     async def close(self) -> None:
         if self._writer_task is not None:
+            await self.flush()
             self._writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
@@ -217,6 +230,13 @@ class SqliteJobStore:
     async def get(self, job_id: int | None = None, ref_id: str | None = None) -> Job | None:
         if job_id is None and ref_id is None:
             return None
+        if ref_id is not None and job_id is None:
+            job_id = self._deferred_refs.get(ref_id) or self._buffered_refs.get(ref_id)
+            if job_id is not None:
+                ref_id = None
+        in_memory = self._in_memory(job_id) if job_id is not None else None
+        if in_memory is not None:
+            return in_memory
         if job_id is not None:
             row = await self._fetchone(f"{_SELECT} WHERE id = ?", (job_id,))
             if row is not None:
@@ -251,6 +271,7 @@ class SqliteJobStore:
         return conn
 
     async def list_jobs(self, query: JobQuery) -> list[Job]:
+        await self.flush()  # listings read the tables: buffered finished jobs go there first
         where, params = [], []
         if query.states:
             where.append(f"state IN ({', '.join('?' * len(query.states))})")
@@ -286,6 +307,7 @@ class SqliteJobStore:
 
     async def summary(self, since: dt.datetime | None = None,
                       until: dt.datetime | None = None) -> list[Mapping[str, Any]]:
+        await self.flush()
         rows = await self._fetchall(
             "SELECT id, ref_id, api, queue, provider, model, key_id, tag, state, attempts, prompt_tokens, "
             "completion_tokens, duration_ms, ttft_ms, created_at, month FROM summary "
@@ -298,7 +320,9 @@ class SqliteJobStore:
     # ------------------------------------------------------------------ writes
 
     async def enqueue(self, spec: JobSpec, now: dt.datetime, *, owner: str | None = None,
-                      lease: float = 0.0) -> tuple[Job, bool]:
+                      lease: float = 0.0, defer: bool = False) -> tuple[Job, bool]:
+        if defer and owner is not None and spec.ref_id is None and not spec.reply_to and not spec.inputs:
+            return await self._defer(spec, now, owner, lease), True
         ref_id = spec.ref_id or uuid.uuid4().hex
         created = now.timestamp()
         state = "Queued" if owner is None else "Started"
@@ -335,6 +359,104 @@ class SqliteJobStore:
             raise RuntimeError(f"job {found} is indexed but missing")
         return job, False
 
+    # ------------------------------------------------------------------ deferred sync jobs
+    #
+    # A sync call started at once by this node (no RefId, ReplyTo or uploads) is not
+    # written when it starts: its id comes from a reserved block and the job lives in
+    # memory while it runs. Finishing it adds one record to a buffer written in batches
+    # (executemany) a moment later; anything else that changes it (a retry, a cancel,
+    # the caller's sync timeout through persist()) first writes it as a Started job.
+    # A crash loses only these unwritten jobs, whose callers' connections broke with it.
+
+    async def _next_id(self) -> int:
+        if not self._ids:
+            def reserve(conn: sqlite3.Connection) -> tuple[int, int]:
+                row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'job_index'").fetchone()
+                highest = conn.execute("SELECT COALESCE(MAX(id), 0) FROM job_index").fetchone()[0]
+                base = max(row[0] if row else 0, highest)
+                if row:
+                    conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'job_index'", (base + _ID_BLOCK,))
+                else:
+                    conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('job_index', ?)",
+                                 (base + _ID_BLOCK,))
+                return base + 1, base + _ID_BLOCK
+
+            first, last = await self._write(reserve)
+            if not self._ids:  # another reservation may have refilled it meanwhile
+                self._ids.extend(range(first, last + 1))
+        return self._ids.popleft()
+
+    async def _defer(self, spec: JobSpec, now: dt.datetime, owner: str, lease: float) -> Job:
+        job = Job(id=await self._next_id(), ref_id=uuid.uuid4().hex, api=spec.api, queue=spec.queue,
+                  state=JobState.STARTED, request=spec.request, key_id=spec.key_id, tag=spec.tag,
+                  requested_provider=spec.requested_provider, attempts=1, max_attempts=spec.max_attempts or 3,
+                  parent_id=spec.parent_id, created_at=now, started_at=now, lease_owner=owner,
+                  lease_expires_at=now + dt.timedelta(seconds=lease))
+        self._deferred[job.id] = (job, spec)
+        self._deferred_refs[job.ref_id] = job.id
+        return job
+
+    def _in_memory(self, job_id: int) -> Job | None:
+        deferred = self._deferred.get(job_id)
+        return deferred[0] if deferred is not None else self._buffered.get(job_id)
+
+    def _take_deferred(self, job_id: int) -> Job | None:
+        found = self._deferred.pop(job_id, None)
+        if found is None:
+            return None
+        self._deferred_refs.pop(found[0].ref_id, None)
+        return found[0]
+
+    async def persist(self, job_id: int) -> bool:
+        """Write a deferred job now (its caller stops waiting and may poll it); ``False`` if it is not deferred."""
+        job = self._take_deferred(job_id)
+        if job is None:
+            return False
+        await self._write(lambda conn: _insert_job(conn, job))
+        return True
+
+    def _finish_deferred(self, job: Job, usage: Usage) -> None:
+        self._buffer.append((job, usage))
+        self._buffered[job.id] = job
+        self._buffered_refs[job.ref_id] = job.id
+        if len(self._buffer) >= _FLUSH_ROWS:
+            self._spawn_flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(_FLUSH_SECONDS, self._spawn_flush)
+
+    def _spawn_flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        task = asyncio.ensure_future(self.flush())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def flush(self) -> None:
+        """Write the buffered finished jobs (one transaction, one statement per table)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT INTO job_index (id, ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?, ?)",
+                             [(j.id, j.ref_id, j.key_id, j.api, j.created_at.timestamp()) for j, _ in batch])
+            conn.executemany(_INSERT_JOB, [_job_params(j) for j, _ in batch])
+            conn.executemany(_INSERT_SUMMARY, [_summary_params(j, u) for j, u in batch])
+
+        try:
+            await self._write(write)
+        except Exception as exc:  # the rows stay readable in memory; the next flush tries them again
+            log.error("writing finished sync jobs failed", count=len(batch), error=repr(exc))
+            self._buffer[:0] = batch
+            return
+        for job, _ in batch:
+            self._buffered.pop(job.id, None)
+            self._buffered_refs.pop(job.ref_id, None)
+
     async def claim(self, queue: str, owner: str, lease: float, now: dt.datetime, limit: int = 1) -> list[Job]:
         t = now.timestamp()
 
@@ -365,12 +487,22 @@ class SqliteJobStore:
         return await self._write(renew)
 
     async def progress(self, job_id: int, owner: str, progress: float | None, status: str | None) -> bool:
+        if job_id in self._deferred:
+            job, spec = self._deferred[job_id]
+            self._deferred[job_id] = (attrs.evolve(job, progress=job.progress if progress is None else progress,
+                                                   status=status or job.status), spec)
+            return True
         return await self._update(
             "UPDATE jobs SET progress = COALESCE(?, progress), status = COALESCE(?, status) "
             "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
             (progress, status, job_id, owner))
 
     async def mark_executed(self, job_id: int, owner: str, provider: str | None) -> bool:
+        if job_id in self._deferred:
+            job, spec = self._deferred[job_id]
+            self._deferred[job_id] = (attrs.evolve(job, state=JobState.EXECUTED, provider=provider or job.provider),
+                                      spec)
+            return True
         return await self._update(
             "UPDATE jobs SET state = 'Executed', provider = COALESCE(?, provider) "
             "WHERE id = ? AND lease_owner = ? AND state = 'Started'", (provider, job_id, owner))
@@ -381,6 +513,24 @@ class SqliteJobStore:
     async def complete(self, job_id: int, owner: str, result: JobResult, now: dt.datetime,
                        callback: JobSpec | None = None) -> bool:
         t = now.timestamp()
+        deferred = self._take_deferred(job_id)
+        if deferred is not None:
+            finished = attrs.evolve(
+                deferred, state=JobState.COMPLETED, response=dict(result.response), outputs=tuple(result.outputs),
+                completed_at=now, provider=result.usage.provider or deferred.provider, progress=1.0,
+                lease_owner=None, lease_expires_at=None,
+                duration_ms=int((now - (deferred.started_at or deferred.created_at)).total_seconds() * 1000))
+            if callback is None:
+                self._finish_deferred(finished, result.usage)
+                return True
+
+            def complete_new(conn: sqlite3.Connection) -> bool:
+                _insert_job(conn, finished)
+                _insert_summary(conn, finished, result.usage)
+                _insert_callback(conn, callback, t)
+                return True
+
+            return await self._write(complete_new)
 
         def complete(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
@@ -405,8 +555,18 @@ class SqliteJobStore:
                    provider: str | None = None, usage: Usage | None = None,
                    callback: JobSpec | None = None) -> bool:
         t = now.timestamp()
+        deferred = self._take_deferred(job_id)
+        if deferred is not None and retry_at is None and callback is None:
+            self._finish_deferred(attrs.evolve(
+                deferred, state=JobState.FAILED, error=dict(error), error_status=error_status, completed_at=now,
+                provider=provider or deferred.provider, lease_owner=None, lease_expires_at=None,
+                duration_ms=int((now - (deferred.started_at or deferred.created_at)).total_seconds() * 1000)),
+                usage or Usage(provider=provider))
+            return True
 
         def fail(conn: sqlite3.Connection) -> bool:
+            if deferred is not None:  # a retry or a callback: the job must exist to go on
+                _insert_job(conn, deferred)
             if retry_at is not None:
                 return conn.execute(
                     "UPDATE jobs SET state = 'Queued', queue = COALESCE(?, queue), run_after = ?, error = ?, "
@@ -434,8 +594,11 @@ class SqliteJobStore:
     async def cancel(self, job_id: int, now: dt.datetime, error: Mapping[str, Any],
                      callback: JobSpec | None = None, error_status: int = 409) -> Job | None:
         t = now.timestamp()
+        deferred = self._take_deferred(job_id)
 
         def cancel(conn: sqlite3.Connection) -> bool:
+            if deferred is not None:
+                _insert_job(conn, deferred)
             row = conn.execute(
                 "UPDATE jobs SET state = 'Cancelled', error = ?, error_status = ?, completed_at = ?, "
                 "lease_owner = NULL, lease_expires_at = NULL, "
@@ -506,6 +669,7 @@ class SqliteJobStore:
 
     async def archive(self, before: dt.datetime) -> int:
         """Move finished jobs (whose callbacks are done) into ``jobs_YYYY-MM.db`` files."""
+        await self.flush()
         rows = await self._fetchall(
             "SELECT id, created_at FROM jobs j WHERE state IN (?, ?, ?) AND completed_at < ? "
             "AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.parent_id = j.id AND c.state IN (?, ?, ?)) "
@@ -592,15 +756,44 @@ def _ensure_archive(path: Path) -> None:
         conn.commit()
 
 
-def _insert_summary(conn: sqlite3.Connection, job: Job, usage: Usage) -> None:
+_INSERT_SUMMARY = (
+    "INSERT OR REPLACE INTO summary (id, ref_id, api, queue, provider, model, key_id, tag, state, attempts, "
+    "prompt_tokens, completion_tokens, duration_ms, ttft_ms, created_at, month) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_JOB = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
+#: Ids a deferred sync job takes from one reservation.
+_ID_BLOCK = 1000
+#: A buffer of finished sync jobs is written after this long, or at this size.
+_FLUSH_SECONDS = 0.2
+_FLUSH_ROWS = 512
+
+
+def _summary_params(job: Job, usage: Usage) -> tuple[Any, ...]:
     created = job.created_at.timestamp()
-    conn.execute(
-        "INSERT OR REPLACE INTO summary (id, ref_id, api, queue, provider, model, key_id, tag, state, attempts, "
-        "prompt_tokens, completion_tokens, duration_ms, ttft_ms, created_at, month) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (job.id, job.ref_id, job.api, job.queue, usage.provider or job.provider, usage.model, job.key_id,
-         job.tag, job.state.value, job.attempts, usage.prompt_tokens, usage.completion_tokens, job.duration_ms,
-         usage.ttft_ms, created, _month(created)))
+    return (job.id, job.ref_id, job.api, job.queue, usage.provider or job.provider, usage.model, job.key_id,
+            job.tag, job.state.value, job.attempts, usage.prompt_tokens, usage.completion_tokens, job.duration_ms,
+            usage.ttft_ms, created, _month(created))
+
+
+def _insert_summary(conn: sqlite3.Connection, job: Job, usage: Usage) -> None:
+    conn.execute(_INSERT_SUMMARY, _summary_params(job, usage))
+
+
+def _job_params(job: Job) -> tuple[Any, ...]:
+    """A job as a ``jobs`` row, in ``_JOB_COLUMNS`` order."""
+    return (job.id, job.ref_id, job.api, job.queue, job.state.value, job.key_id, job.tag, job.reply_to,
+            job.requested_provider, job.provider, job.status, job.progress, job.attempts, job.max_attempts,
+            _dumps(dict(job.request)), _dumps(dict(job.response) if job.response is not None else None),
+            _dumps(dict(job.error) if job.error is not None else None), job.error_status, _dumps(dict(job.inputs)),
+            _dumps(list(job.outputs)), job.parent_id, _ts(job.created_at), _ts(job.started_at),
+            _ts(job.completed_at), _ts(job.run_after), job.lease_owner, _ts(job.lease_expires_at), job.duration_ms)
+
+
+def _insert_job(conn: sqlite3.Connection, job: Job) -> None:
+    """Write a job kept in memory until now (its index entry and its row)."""
+    conn.execute("INSERT INTO job_index (id, ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?, ?)",
+                 (job.id, job.ref_id, job.key_id, job.api, job.created_at.timestamp()))
+    conn.execute(_INSERT_JOB, _job_params(job))
 
 
 def _insert_callback(conn: sqlite3.Connection, spec: JobSpec, now: float) -> None:
