@@ -260,3 +260,34 @@ async def test_finished_jobs_move_to_monthly_archives(make_config: Callable[...,
     by_id = await (await client.get(f"/api/GetOpenAiChatStatus?JobId={status['jobId']}")).json()
     assert by_id["refId"] == "sept-1"
     assert await engine.archive_now() == 0
+
+
+async def test_sync_calls_without_ref_id_are_recorded_in_batches(client: Any) -> None:
+    """No RefId: the job runs unwritten and is recorded when it finishes; it is findable at once."""
+    resp = await client.post("/v1/chat/completions", json=chat("quick"))
+    job_id = int(resp.headers["X-Aiport-Job-Id"])
+    status = await (await client.get(f"/api/GetOpenAiChatStatus?JobId={job_id}")).json()
+    assert status["jobState"] == "Completed" and status["result"]["choices"][0]["message"]["content"].endswith("quick")
+    store = client.app[state.ENGINE].store
+    assert len([r for r in await store.summary() if r["id"] == job_id]) == 1  # written by the time we ask
+    status = await (await client.get(f"/api/GetOpenAiChatStatus?RefId={status['refId']}")).json()
+    assert status["jobId"] == job_id
+
+
+async def test_a_sync_call_without_ref_id_that_times_out_becomes_durable(make_client: Callable[..., Any]) -> None:
+    client = await make_client(config(sync_timeout_chat="200ms"))
+    resp = await client.post("/v1/chat/completions", json=chat("sleep 0.5"))
+    body = await resp.json()
+    assert resp.status == 504 and body["jobId"] >= 1 and body["refId"]
+    counts = await client.app[state.ENGINE].store.queue_counts()  # read from the tables, not from memory
+    assert counts == {"alpha": {"Started": 1}}, "the job was written when its caller stopped waiting"
+    _, done = await poll(client, f"/api/GetOpenAiChatStatus?JobId={body['jobId']}",
+                         lambda b: b["jobState"] == "Completed")
+    assert done["result"]["choices"][0]["message"]["content"] == "alpha says sleep 0.5"
+
+
+async def test_a_sync_call_without_ref_id_is_retried(client: Any) -> None:
+    resp = await client.post("/v1/chat/completions", json=chat("fail 2 no-ref"))
+    assert resp.status == 200, await resp.json()
+    job = await client.app[state.ENGINE].store.get(job_id=int(resp.headers["X-Aiport-Job-Id"]))
+    assert job.attempts == 3 and job.state.value == "Completed"
