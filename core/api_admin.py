@@ -242,53 +242,53 @@ class DeleteApiKey:
 # --------------------------------------------------------------------------- request DTOs: providers
 
 
+@attrs.define
+class _ProviderFields:
+    """The fields every provider write takes (AI and media, create and update)."""
+
+    type: str | None = dfield(description="The aiport provider type (instead of AiTypeId / MediaTypeId)")
+    api_base_url: str | None = dfield(max_length=2000, aliases=("base_url",))
+    api_key_var: str | None = dfield(max_length=200, aliases=("api_key_env",))
+    api_key: str | None = dfield(max_length=4000)
+    api_key_header: str | None = dfield(max_length=200)
+    heartbeat_url: str | None = dfield(max_length=2000)
+    concurrency: int | None = dfield(ge=1, le=10_000)
+    priority: int | None = dfield()
+    weight: int | None = dfield(ge=1)
+    enabled: bool | None = dfield()
+    timeout: float | None = dfield(gt=0)
+    options: dict[str, Any] | None = dfield(description="Options of the provider type")
+
+
+@attrs.define
+class _UpdateFields(_ProviderFields):
+    """An update names the provider by ``Id`` or ``Name`` and may clear fields."""
+
+    id: int | None = dfield(ge=1)
+    name: str | None = dfield(max_length=100)
+    reset: list[str] | None = dfield(description="Fields to clear")
+
+
 @api(methods=("POST",), auth="admin", response=IdResponse, tags=TAGS)
 @attrs.define
-class CreateAiProvider:
+class CreateAiProvider(_ProviderFields):
     """Add a chat provider while aiport runs; it is kept in the database and survives restarts."""
 
     name: str = dfield(required=True, max_length=100)
     ai_type_id: str | None = dfield(description="OpenAI, Ollama, Anthropic, GoogleCloud, GroqCloud, Mistral, "
                                                 "OpenRouter, Custom (or an aiport type)")
-    type: str | None = dfield(description="The aiport provider type (instead of AiTypeId)")
-    api_base_url: str | None = dfield(max_length=2000, aliases=("base_url",))
-    api_key_var: str | None = dfield(max_length=200, aliases=("api_key_env",))
-    api_key: str | None = dfield(max_length=4000)
-    api_key_header: str | None = dfield(max_length=200)
-    heartbeat_url: str | None = dfield(max_length=2000)
-    concurrency: int | None = dfield(ge=1, le=10_000)
-    priority: int | None = dfield()
-    weight: int | None = dfield(ge=1)
-    enabled: bool | None = dfield()
-    timeout: float | None = dfield(gt=0)
     models: list[Any] | None = dfield(description="[{model, apiModel?}] or model ids")
     selected_models: list[str] | None = dfield()
-    options: dict[str, Any] | None = dfield(description="Options of the provider type")
 
 
 @api(methods=("PATCH", "PUT", "POST"), auth="admin", response=IdResponse, tags=TAGS)
 @attrs.define
-class UpdateAiProvider:
+class UpdateAiProvider(_UpdateFields):
     """Change (or enable/disable) a chat provider added at run time, by ``Id`` (or ``Name``)."""
 
-    id: int | None = dfield(ge=1)
-    name: str | None = dfield(max_length=100)
     ai_type_id: str | None = dfield()
-    type: str | None = dfield()
-    api_base_url: str | None = dfield(max_length=2000, aliases=("base_url",))
-    api_key_var: str | None = dfield(max_length=200, aliases=("api_key_env",))
-    api_key: str | None = dfield(max_length=4000)
-    api_key_header: str | None = dfield(max_length=200)
-    heartbeat_url: str | None = dfield(max_length=2000)
-    concurrency: int | None = dfield(ge=1, le=10_000)
-    priority: int | None = dfield()
-    weight: int | None = dfield(ge=1)
-    enabled: bool | None = dfield()
-    timeout: float | None = dfield(gt=0)
     models: list[Any] | None = dfield()
     selected_models: list[str] | None = dfield()
-    options: dict[str, Any] | None = dfield()
-    reset: list[str] | None = dfield(description="Fields to clear")
 
 
 @api(methods=("DELETE", "POST"), auth="admin", response=MessageResult, tags=TAGS)
@@ -311,48 +311,21 @@ class QueryAiProviders:
 
 @api(methods=("POST",), auth="admin", response=IdResponse, tags=TAGS)
 @attrs.define
-class CreateMediaProvider:
+class CreateMediaProvider(_ProviderFields):
     """Add a media provider while aiport runs (a ComfyUI agent registers itself with this)."""
 
     name: str = dfield(required=True, max_length=100)
     media_type_id: str | None = dfield(description="ComfyUI, Replicate, OpenAI (or an aiport type)")
-    type: str | None = dfield(description="The aiport provider type (instead of MediaTypeId)")
-    api_base_url: str | None = dfield(max_length=2000, aliases=("base_url",))
-    api_key_var: str | None = dfield(max_length=200, aliases=("api_key_env",))
-    api_key: str | None = dfield(max_length=4000)
-    api_key_header: str | None = dfield(max_length=200)
-    heartbeat_url: str | None = dfield(max_length=2000)
-    concurrency: int | None = dfield(ge=1, le=10_000)
-    priority: int | None = dfield()
-    weight: int | None = dfield(ge=1)
-    enabled: bool | None = dfield()
-    timeout: float | None = dfield(gt=0)
     models: list[Any] | None = dfield(description="Provider-side model names (or gateway ids); none: all")
-    options: dict[str, Any] | None = dfield()
 
 
 @api(methods=("PATCH", "PUT", "POST"), auth="admin", response=IdResponse, tags=TAGS)
 @attrs.define
-class UpdateMediaProvider:
+class UpdateMediaProvider(_UpdateFields):
     """Change (or enable/disable) a media provider added at run time, by ``Id`` (or ``Name``)."""
 
-    id: int | None = dfield(ge=1)
-    name: str | None = dfield(max_length=100)
     media_type_id: str | None = dfield()
-    type: str | None = dfield()
-    api_base_url: str | None = dfield(max_length=2000, aliases=("base_url",))
-    api_key_var: str | None = dfield(max_length=200, aliases=("api_key_env",))
-    api_key: str | None = dfield(max_length=4000)
-    api_key_header: str | None = dfield(max_length=200)
-    heartbeat_url: str | None = dfield(max_length=2000)
-    concurrency: int | None = dfield(ge=1, le=10_000)
-    priority: int | None = dfield()
-    weight: int | None = dfield(ge=1)
-    enabled: bool | None = dfield()
-    timeout: float | None = dfield(gt=0)
     models: list[Any] | None = dfield()
-    options: dict[str, Any] | None = dfield()
-    reset: list[str] | None = dfield(description="Fields to clear")
 
 
 @api(methods=("DELETE", "POST"), auth="admin", response=MessageResult, tags=TAGS)
