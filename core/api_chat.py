@@ -36,10 +36,10 @@ from .api_jobs import (
     submit,
 )
 from .dto import api, api_meta, build, field, response_model
-from .engine import Executor, JobContext
-from .errors import ApiError, BadRequest, NotFound, ProviderError
+from .engine import JobContext
+from .errors import BadRequest, NotFound, ProviderError
 from .jobs import Job, JobResult, JobSpec, JobState, Usage
-from .routing import ProviderManager, RuntimeProvider
+from .routing import ProviderExecutor, ProviderManager, RuntimeProvider
 
 log = structlog.get_logger("aiport.chat")
 
@@ -111,19 +111,11 @@ def upstream_body(data: Mapping[str, Any]) -> dict[str, Any]:
             or (k.lower() == "provider" and not isinstance(v, str))}
 
 
-class ChatExecutor(Executor):
+class ChatExecutor(ProviderExecutor):
     """Runs a queued chat job on the provider its queue names; fails over on retryable errors."""
 
-    def __init__(self, providers: ProviderManager) -> None:
-        self.providers = providers
-        self._tried: dict[int, set[str]] = {}
-
     async def run(self, job: Job, ctx: JobContext) -> JobResult:
-        provider = self.providers.get(job.queue)
-        if provider is None:
-            raise ProviderError(f"Provider {job.queue!r} is not configured any more.", provider=job.queue,
-                                retryable=True)
-        self._tried.setdefault(job.id, set()).add(provider.name)
+        provider = self.provider_for(job)
         model = str(job.request["model"])
         body = dict(job.request["body"])
         body["model"] = provider.api_model(model)
@@ -136,23 +128,13 @@ class ChatExecutor(Executor):
             self.providers.report_failure(provider, exc)
             raise
         self.providers.report_success(provider, time.monotonic() - started)
-        self._tried.pop(job.id, None)
+        self.succeeded(job)
         response["model"] = model
         usage = response.get("usage") or {}
         return JobResult(response=response, usage=Usage(
             provider=provider.name, model=model, prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
             ttft_ms=int((time.monotonic() - started) * 1000)))
-
-    def reroute(self, job: Job, error: BaseException) -> str | None:
-        if job.requested_provider:
-            return None
-        tried = self._tried.get(job.id, set()) | {job.queue}
-        try:
-            candidates = self.providers.candidates(str(job.request["model"]), exclude=tried)
-        except ApiError:
-            return None
-        return candidates[0].name if candidates else None
 
     def callback_body(self, job: Job) -> Mapping[str, Any] | None:
         if job.state == JobState.COMPLETED and job.response is not None:

@@ -36,8 +36,8 @@ from .api_jobs import (
 )
 from .api_media import ARTIFACTS, ArtifactGenerationResponse, finish_sync, keep_inputs, stage_inputs
 from .dto import api, field, response_model
-from .engine import Executor, JobContext
-from .errors import ApiError, FieldError, ValidationFailed
+from .engine import JobContext
+from .errors import FieldError, ValidationFailed
 from .inputs import UploadedFile
 from .jobs import Job, JobResult, JobSpec, Usage
 from .media import (
@@ -52,7 +52,7 @@ from .media import (
     GenerationTask,
     MediaInput,
 )
-from .routing import ProviderManager
+from .routing import ProviderExecutor, ProviderManager
 
 MAX_PROMPT = 4000
 #: Image sides must be multiples of this (latent-space models work in 8-pixel blocks).
@@ -216,25 +216,20 @@ def _args(task: str, dto: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- execution
 
 
-class GenerationExecutor(Executor):
+class GenerationExecutor(ProviderExecutor):
     """Runs a generation job on its media provider and keeps the outputs."""
 
+    kind = "media"
+
     def __init__(self, task: str, providers: ProviderManager, store: Any, work_root: Path, timeout: float) -> None:
+        super().__init__(providers)
         self.task = task
-        self.providers = providers
         self.store = store
         self.work_root = work_root
         self.timeout = timeout
-        self._tried: dict[int, set[str]] = {}
 
     async def run(self, job: Job, ctx: JobContext) -> JobResult:
-        provider = self.providers.get(job.queue)
-        if provider is None:
-            from .errors import ProviderError
-
-            raise ProviderError(f"Provider {job.queue!r} is not configured any more.", provider=job.queue,
-                                retryable=True)
-        self._tried.setdefault(job.id, set()).add(provider.name)
+        provider = self.provider_for(job)
         model = str(job.request["model"])
         workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"job{job.id}-", dir=self.work_root))
         try:
@@ -263,21 +258,11 @@ class GenerationExecutor(Executor):
                 from .errors import UpstreamError
 
                 raise UpstreamError(f"{provider.name} returned no outputs.", error_code="NoOutputs")
-            self._tried.pop(job.id, None)
+            self.succeeded(job)
             return JobResult(response={"results": results}, outputs=[r["path"] for r in results if "path" in r],
                              usage=Usage(provider=provider.name, model=model))
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
-
-    def reroute(self, job: Job, error: BaseException) -> str | None:
-        if job.requested_provider:
-            return None
-        tried = self._tried.get(job.id, set()) | {job.queue}
-        try:
-            candidates = self.providers.candidates(str(job.request["model"]), kind="media", exclude=tried)
-        except ApiError:
-            return None
-        return candidates[0].name if candidates else None
 
     def callback_body(self, job: Job) -> Mapping[str, Any] | None:
         return generation_callback_body(job, (job.response or {}).get("results", []), text=self.task in TEXT_TASKS)

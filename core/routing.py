@@ -22,7 +22,7 @@ import structlog
 
 from .catalog import ModelCatalog
 from .config import ModelMapping, ProviderConfig
-from .engine import JobEngine, Slots
+from .engine import Executor, JobEngine, Slots
 from .errors import ApiError, ConfigError, NotFound, ProviderError, ServiceUnavailable
 from .providers import ResolvedProvider
 from .registry import ProviderContext
@@ -312,3 +312,36 @@ def fastest(candidates: list[RuntimeProvider]) -> list[RuntimeProvider]:
     """Lowest recent latency first (untried providers first, to learn theirs); full ones last."""
     return sorted(candidates, key=lambda p: (p.slots.free <= 0, p.latency if p.latency is not None else -1.0,
                                              -p.config.priority, p.order))
+
+
+class ProviderExecutor(Executor):
+    """An executor whose queues are providers: it finds a job's provider, remembers which
+    providers the job has tried, and fails a job over to the next one serving its model."""
+
+    #: Which providers to fail over to: ``chat`` or ``media``.
+    kind = "chat"
+
+    def __init__(self, providers: ProviderManager) -> None:
+        self.providers = providers
+        self._tried: dict[int, set[str]] = {}
+
+    def provider_for(self, job: Any) -> RuntimeProvider:
+        provider = self.providers.get(job.queue)
+        if provider is None:
+            raise ProviderError(f"Provider {job.queue!r} is not configured any more.", provider=job.queue,
+                                retryable=True)
+        self._tried.setdefault(job.id, set()).add(provider.name)
+        return provider
+
+    def succeeded(self, job: Any) -> None:
+        self._tried.pop(job.id, None)
+
+    def reroute(self, job: Any, error: BaseException) -> str | None:
+        if job.requested_provider:
+            return None  # a provider the caller asked for is not replaced
+        tried = self._tried.get(job.id, set()) | {job.queue}
+        try:
+            candidates = self.providers.candidates(str(job.request["model"]), kind=self.kind, exclude=tried)
+        except ApiError:
+            return None
+        return candidates[0].name if candidates else None
