@@ -64,7 +64,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import create_app
 
+    from .logging import configure_logging
+
     config = load_config(args.file)
+    configure_logging(config.logging.level, config.logging.format, config.secrets())
     # Building the app (without running it) also checks provider types and plugin options.
     create_app(config)
     print(f"{args.file}: OK ({len(config.providers)} providers, "
