@@ -63,7 +63,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .app import create_app
-
     from .logging import configure_logging
 
     config = load_config(args.file)
