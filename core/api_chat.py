@@ -35,6 +35,7 @@ from .api_jobs import (
     status_url,
     submit,
 )
+from .auth import authorize
 from .dto import api, api_meta, build, field, response_model
 from .engine import JobContext
 from .errors import BadRequest, NotFound, ProviderError
@@ -356,8 +357,6 @@ async def active_models(request: web.Request, dto: ActiveAiModels) -> StringsRes
 
 async def openai_models(request: web.Request) -> web.Response:
     """``GET /v1/models`` in OpenAI's list format."""
-    from .auth import authorize
-
     await authorize(request, api_meta(ActiveAiModels))
     owners: dict[str, str] = {}
     for p in _providers(request).of_kind("chat"):

@@ -35,9 +35,10 @@ from .api_jobs import (
     tag_of,
 )
 from .api_media import ARTIFACTS, ArtifactGenerationResponse, finish_sync, keep_inputs, stage_inputs
+from .callbacks import check_reply_to
 from .dto import api, field, response_model
 from .engine import JobContext
-from .errors import FieldError, ValidationFailed
+from .errors import FieldError, UpstreamError, ValidationFailed
 from .inputs import UploadedFile
 from .jobs import Job, JobResult, JobSpec, Usage
 from .media import (
@@ -255,8 +256,6 @@ class GenerationExecutor(ProviderExecutor):
                                     "provider": provider.name, "width": out.width, "height": out.height,
                                     "duration": out.duration})
             if not results:
-                from .errors import UpstreamError
-
                 raise UpstreamError(f"{provider.name} returned no outputs.", error_code="NoOutputs")
             self.succeeded(job)
             return JobResult(response={"results": results}, outputs=[r["path"] for r in results if "path" in r],
@@ -282,8 +281,6 @@ def generation_handler(task: str, queued: bool) -> Any:
                        ref_id=dto.ref_id, tag=tag_of(request, dto.tag), reply_to=reply_to_of(request, dto.reply_to),
                        requested_provider=dto.provider)
         if spec.reply_to:
-            from .callbacks import check_reply_to
-
             await check_reply_to(spec.reply_to, allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
         spec = attrs.evolve(spec, inputs=await keep_inputs(request, uploads))
         job = await submit(request, spec)

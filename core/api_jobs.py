@@ -15,7 +15,7 @@ from .auth import Principal
 from .callbacks import check_reply_to
 from .dto import api, field, response_model
 from .engine import JobEngine
-from .errors import ApiError, BadRequest, NotFound
+from .errors import ApiError, BadRequest, FieldError, NotFound
 from .jobs import Job, JobSpec, JobState
 
 ENGINE = state.ENGINE
@@ -177,8 +177,6 @@ def raise_for_job(job: Job) -> None:
                        extra=job_ref(job))
         err.status = status if 400 <= status < 600 else 500
         if error.get("errors"):
-            from .errors import FieldError
-
             err.errors = [FieldError(e.get("errorCode", ""), e.get("fieldName", ""), e.get("message", ""))
                           for e in error["errors"]]
         raise err

@@ -29,6 +29,7 @@ from .api_jobs import (
     ArtifactOutput,
     QueueGenerationResponse,
     artifact_results,
+    engine_of,
     generation_callback_body,
     principal_of,
     queued_response,
@@ -38,9 +39,10 @@ from .api_jobs import (
     tag_of,
 )
 from .auth import authorize
+from .callbacks import check_reply_to
 from .dto import api, api_meta, field, response_model
 from .engine import Executor, JobContext
-from .errors import ApiError, BadRequest, Forbidden, MethodNotAllowed, NotFound
+from .errors import ApiError, BadRequest, FieldError, Forbidden, MethodNotAllowed, NotFound, ValidationFailed
 from .inputs import RequestInput, UploadedFile
 from .jobs import Job, JobResult, JobSpec, Usage
 from .media import MediaInput, TransformRequest, content_type_for, owner_key_id
@@ -210,8 +212,6 @@ def _assign_uploads(inp: RequestInput, wanted: tuple[str, ...]) -> dict[str, Upl
             chosen[w] = spare.pop(0)
     missing = [w for w in wanted if w not in chosen]
     if missing:
-        from .errors import FieldError, ValidationFailed
-
         raise ValidationFailed([FieldError("NotEmpty", m.capitalize(),
                                            f"'{m.capitalize()}' must not be empty: upload a file in the '{m}' field.")
                                 for m in missing])
@@ -310,8 +310,6 @@ def transform_handler(name: str, queued: bool) -> Any:
         job_spec = JobSpec(api=name, queue=f"local-{spec.kind}", request={"args": _args(dto)},
                            ref_id=dto.ref_id, tag=tag_of(request, dto.tag), reply_to=reply_to_of(request, dto.reply_to))
         if job_spec.reply_to:  # check before keeping anything
-            from .callbacks import check_reply_to
-
             await check_reply_to(job_spec.reply_to,
                                  allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
         inputs = await keep_inputs(request, uploads)
@@ -324,8 +322,6 @@ def transform_handler(name: str, queued: bool) -> Any:
 
 
 async def finish_sync(request: web.Request, job: Job) -> ArtifactGenerationResponse:
-    from .api_jobs import engine_of
-
     job = await engine_of(request).wait(job, request.app[state.CONFIG].jobs.sync_timeout_media)
     raise_for_job(job)
     return ArtifactGenerationResponse(

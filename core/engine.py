@@ -28,7 +28,7 @@ import attrs
 import structlog
 
 from .config import Config
-from .errors import ApiError, GatewayTimeout, NotFound, ProviderError
+from .errors import ApiError, Conflict, GatewayTimeout, NotFound, ProviderError
 from .jobs import Job, JobResult, JobSpec, JobState, JobStore
 
 log = structlog.get_logger("aiport.jobs")
@@ -542,8 +542,6 @@ class JobEngine:
 
     async def requeue(self, job: Job) -> Job:
         """Put a failed or cancelled job back in its queue to run again from its first attempt."""
-        from .errors import Conflict
-
         if job.state not in (JobState.FAILED, JobState.CANCELLED):
             raise Conflict(f"Job {job.id} is {job.state.value}; only failed or cancelled jobs can be requeued.")
         updated = await self.store.requeue(job.id, self.clock())

@@ -23,7 +23,7 @@ import structlog
 from .catalog import ModelCatalog
 from .config import ModelMapping, ProviderConfig
 from .engine import Executor, JobEngine, Slots
-from .errors import ApiError, ConfigError, NotFound, ProviderError, ServiceUnavailable
+from .errors import ApiError, BadRequest, ConfigError, NotFound, ProviderError, ServiceUnavailable
 from .providers import ResolvedProvider
 from .registry import ProviderContext
 
@@ -139,8 +139,6 @@ class ProviderManager:
                          exclude: Iterable[str] = ()) -> tuple[str, list[RuntimeProvider]]:
         """The model to use for ``task`` (the request's, else the first one served) and the
         providers that serve it, best first. An unknown model is a 400 listing the valid ids."""
-        from .errors import BadRequest
-
         serving = [p for p in self.of_kind("media")
                    if task in p.tasks.values() and (provider is None or p.name == provider)]
         valid = sorted({m for p in serving for m, t in p.tasks.items() if t == task})
