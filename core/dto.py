@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import json
 import re
 import types
@@ -179,6 +180,7 @@ def wire_name(a: attrs.Attribute, naming: Naming) -> str:
     return pascal(a.name) if naming == "pascal" else camel(a.name)
 
 
+@functools.lru_cache(maxsize=4096)
 def _humanize(name: str) -> str:
     """``PositivePrompt`` -> ``Positive Prompt``, as FluentValidation writes names in messages."""
     if "_" in name:

@@ -298,7 +298,9 @@ class JobEngine:
                 current = await self.store.get(job_id=job.id)
                 if current is not None and current.state.finished:
                     return current
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            # The future is only a notice: cancelling it on timeout leaves the job running.
+            async with asyncio.timeout(timeout):
+                return await future
         except TimeoutError:
             persist = getattr(self.store, "persist", None)
             if persist is not None:  # a deferred sync job becomes durable now that its caller may poll it

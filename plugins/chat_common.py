@@ -541,6 +541,9 @@ class HttpChatProvider:
         self.base_url = base.rstrip("/")
         self.options = options_of(ctx, self.options_class)
         self.timeout = float(cfg.timeout)
+        # Made once: these are on every request's path.
+        self._call_timeout = aiohttp.ClientTimeout(total=self.timeout)
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
         self.heartbeat_url: str | None = cfg.heartbeat_url
         self._http: aiohttp.ClientSession = ctx.http
         self._key_header: str | None = cfg.api_key_header
@@ -662,8 +665,7 @@ class HttpChatProvider:
         stopped, or was cancelled), the connection is closed rather than reused,
         which is how the upstream learns that the client went away.
         """
-        timeout = (aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
-                   if stream else aiohttp.ClientTimeout(total=self.timeout))
+        timeout = self._stream_timeout if stream else self._call_timeout
         try:
             async with self._http.request(method, url, json=json_body, data=data, timeout=timeout,
                                           headers=self.headers() if headers is None else headers) as resp:
@@ -686,9 +688,9 @@ class HttpChatProvider:
                            headers: Mapping[str, str] | None = None) -> Any:
         """A non-streamed call whose answer is JSON."""
         async with self.open(method, url, json_body=json_body, headers=headers) as resp:
-            text = await resp.text(errors="replace")
+            raw = await resp.read()
         try:
-            return json.loads(text)
+            return json.loads(raw)  # JSON is UTF-8 (RFC 8259): no charset sniffing
         except ValueError:
             raise self.malformed("the body is not JSON") from None
 

@@ -387,7 +387,8 @@ class SqliteJobStore:
         return self._ids.popleft()
 
     async def _defer(self, spec: JobSpec, now: dt.datetime, owner: str, lease: float) -> Job:
-        job = Job(id=await self._next_id(), ref_id=uuid.uuid4().hex, api=spec.api, queue=spec.queue,
+        job_id = self._ids.popleft() if self._ids else await self._next_id()
+        job = Job(id=job_id, ref_id=uuid.uuid4().hex, api=spec.api, queue=spec.queue,
                   state=JobState.STARTED, request=spec.request, key_id=spec.key_id, tag=spec.tag,
                   requested_provider=spec.requested_provider, attempts=1, max_attempts=spec.max_attempts or 3,
                   parent_id=spec.parent_id, created_at=now, started_at=now, lease_owner=owner,
