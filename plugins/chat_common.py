@@ -42,6 +42,7 @@ import structlog
 from aiport.core.config import structure
 from aiport.core.errors import ConfigError, ProviderError
 from aiport.core.registry import ProviderContext
+from yarl import URL
 
 from .chat_catalog import API_MODELS
 
@@ -64,6 +65,7 @@ class HttpOptions:
 
     #: Extra headers sent with every request (e.g. OpenRouter's ``HTTP-Referer`` and ``X-Title``).
     extra_headers: dict[str, str] = attrs.field(factory=dict)
+
 
 
 def options_of(ctx: ProviderContext, cls: type[Any]) -> Any:
@@ -574,6 +576,14 @@ class HttpChatProvider:
         """Every header of an API request: the configured extras, then authentication."""
         return {**self.options.extra_headers, **self.auth_headers()}
 
+    def _default_headers(self) -> dict[str, str]:
+        # Built on first use (subclasses set what auth_headers needs in their __init__),
+        # then reused: the same for every request of this provider.
+        cached: dict[str, str] | None = getattr(self, "_headers_cache", None)
+        if cached is None:
+            cached = self._headers_cache = self.headers()
+        return cached
+
     def url(self, path: str) -> str:
         """``path`` under the base URL."""
         return f"{self.base_url}/{path.lstrip('/')}"
@@ -666,9 +676,19 @@ class HttpChatProvider:
         which is how the upstream learns that the client went away.
         """
         timeout = self._stream_timeout if stream else self._call_timeout
+        # Parsed once per URL: parsing the string costs more than the rest of building a request,
+        # and a provider sends to a handful of URLs all its life.
+        urls: dict[str, URL] | None = getattr(self, "_url_cache", None)
+        if urls is None:
+            urls = self._url_cache = {}
+        target = urls.get(url)
+        if target is None:
+            if len(urls) > 1024:
+                urls.clear()
+            target = urls[url] = URL(url)
         try:
-            async with self._http.request(method, url, json=json_body, data=data, timeout=timeout,
-                                          headers=self.headers() if headers is None else headers) as resp:
+            async with self._http.request(method, target, json=json_body, data=data, timeout=timeout,
+                                          headers=self._default_headers() if headers is None else headers) as resp:
                 if resp.status >= 400:
                     text = await _read_limited(resp.content, _MAX_ERROR_BODY)
                     raise self.http_error(resp.status, resp.headers, text, resp.reason)
