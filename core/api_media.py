@@ -115,10 +115,14 @@ class CropImageFields(CropFields):
 
 
 @attrs.define
-class WatermarkImageFields(_JobFields):
+class _WatermarkFields(_JobFields):
     position: Position | None = field()
     opacity: float | None = field(ge=0, le=1)
     watermark_scale: float | None = field(gt=0, le=1)
+
+
+@attrs.define
+class WatermarkImageFields(_WatermarkFields):
     image: UploadedFile | None = field(description="The image (or the first uploaded file)")
     watermark: UploadedFile | None = field(description="The watermark (or the second uploaded file)")
 
@@ -142,10 +146,7 @@ class CropVideoFields(CropFields):
 
 
 @attrs.define
-class WatermarkVideoFields(_JobFields):
-    position: Position | None = field()
-    opacity: float | None = field(ge=0, le=1)
-    watermark_scale: float | None = field(gt=0, le=1)
+class WatermarkVideoFields(_WatermarkFields):
     video: UploadedFile | None = field(description="The video (or the first uploaded file)")
     watermark: UploadedFile | None = field(description="The watermark image (or the second uploaded file)")
 

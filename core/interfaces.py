@@ -52,14 +52,28 @@ class ChatProvider(Protocol):
 
 class ArtifactStore(Protocol):
     """Where generated files and uploaded inputs are kept, by relative path
-    (``2026/11/21/{keyId}/{sha256}.png``, inputs under ``input/...``)."""
+    (``2026/11/21/{keyId}/{sha256}.png``, inputs under ``input/...``).
 
-    async def put_file(self, source: Any, *, ext: str, key_id: int, kind: str = "output") -> Any:
-        """Store ``source`` (a local path or bytes) content-addressed; return its stored record."""
+    Records are :class:`aiport.core.media.StoredArtifact` (what was stored) and
+    :class:`aiport.core.media.ArtifactFile` (what is there, for serving). A malformed
+    or escaping path raises ``BadRequest``/``NotFound``.
+    """
+
+    async def put_file(self, source: Any, *, ext: str, key_id: int, kind: str = "output",
+                       sha256: str | None = None) -> Any:
+        """Store ``source`` (a local path, moved in, or bytes) content-addressed; its ``StoredArtifact``."""
         ...
 
-    async def open(self, path: str) -> Any:
-        """The stored file at ``path`` for serving, or ``None``."""
+    async def put_at(self, path: str, source: Any) -> Any:
+        """Store a local file at ``path`` itself (a derived file such as an image variant)."""
+        ...
+
+    async def stat(self, path: str) -> Any:
+        """The ``ArtifactFile`` at ``path`` (with ``local_path`` when on this machine), or ``None``."""
+        ...
+
+    def iter_chunks(self, path: str) -> AsyncIterator[bytes]:
+        """The stored bytes, for stores whose files are not on this machine."""
         ...
 
     async def delete(self, path: str) -> bool:

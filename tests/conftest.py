@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 from aiport.core import create_app, parse_config
 from aiport.core.config import Config
@@ -33,3 +34,10 @@ def make_client(aiohttp_client: Any, make_config: Callable[..., Config]) -> Call
         return await aiohttp_client(create_app(make_config(data, environ), environ=environ or {}))
 
     return make
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An outbound HTTP session, as a provider gets from the app (for provider-level tests)."""
+    async with aiohttp.ClientSession() as session:
+        yield session

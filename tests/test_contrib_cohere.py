@@ -47,12 +47,6 @@ async def cohere(aiohttp_server: Any) -> FakeCohere:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def make_provider(
     cohere: FakeCohere, http: aiohttp.ClientSession, make_config: Callable[..., Config]
 ) -> Callable[..., CohereChatProvider]:

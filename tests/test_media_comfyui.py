@@ -37,12 +37,6 @@ async def fake() -> AsyncIterator[FakeComfyUI]:
         yield f
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 @pytest.fixture(scope="module")
 def registry() -> Registry:
     return collect(build_plugin_manager(default_plugins=(PLUGIN,), entry_points=False), Config())

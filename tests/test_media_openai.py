@@ -43,12 +43,6 @@ async def fake() -> AsyncIterator[FakeOpenAIMedia]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def make(registry: Registry, http: aiohttp.ClientSession, fake: FakeOpenAIMedia) -> Callable[..., Any]:
     """``make(options, **provider config)``: a provider built by the registered factory."""
 

@@ -52,12 +52,6 @@ async def fake() -> AsyncIterator[FakeReplicate]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def make(registry: Registry, http: aiohttp.ClientSession, fake: FakeReplicate) -> Callable[..., Any]:
     """``make(options, **provider config)``: a provider built by the registered factory."""
 

@@ -31,12 +31,6 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def provider(fake: FakeAnthropic, http: aiohttp.ClientSession) -> Any:
     return make_provider(PLUGIN, "anthropic", http, base_url=fake.base_url, api_key=KEY)
 

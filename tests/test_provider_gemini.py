@@ -33,12 +33,6 @@ async def fake() -> AsyncIterator[FakeGemini]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def provider(fake: FakeGemini, http: aiohttp.ClientSession) -> Any:
     return make_provider(PLUGIN, "gemini", http, base_url=fake.base_url, api_key=KEY)
 

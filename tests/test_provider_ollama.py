@@ -28,12 +28,6 @@ async def fake() -> AsyncIterator[FakeOllama]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def provider(fake: FakeOllama, http: aiohttp.ClientSession) -> Any:
     return make_provider(PLUGIN, "ollama", http, base_url=fake.base_url)
 

@@ -28,12 +28,6 @@ async def fake() -> AsyncIterator[FakeOpenAI]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 def provider(fake: FakeOpenAI, http: aiohttp.ClientSession) -> Any:
     return make_provider(PLUGIN, "openai", http, base_url=fake.base_url, api_key=KEY)
 
