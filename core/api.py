@@ -8,7 +8,6 @@ DTO's custom routes. The handler returns an attrs response object, a dict
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from . import state
 from .auth import authorize
 from .dto import ApiMeta, api_meta, build, to_wire
 from .inputs import discard_files, read_input
+from .jsoncodec import dumps as json_dumps
 
 Handler = Callable[[web.Request, Any], Awaitable[Any]]
 
@@ -43,7 +43,8 @@ class ApiCatalog:
 
 
 def dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, as every API answers."""
+    return json_dumps(data)
 
 
 def render(result: Any, status: int = 200) -> web.StreamResponse:

@@ -29,7 +29,7 @@ import structlog
 
 from .config import Config
 from .errors import ApiError, Conflict, GatewayTimeout, NotFound, ProviderError
-from .jobs import Job, JobResult, JobSpec, JobState, JobStore
+from .jobs import Job, JobResult, JobSpec, JobState, JobStore, replace_job, replace_spec
 
 log = structlog.get_logger("aiport.jobs")
 
@@ -46,6 +46,16 @@ CLAIM_BATCH = 32
 
 def system_clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
+def _cancel_task(task: asyncio.Task[Any], expired: list[bool]) -> None:
+    expired.append(True)
+    task.cancel()
 
 
 class Slots:
@@ -241,7 +251,7 @@ class JobEngine:
     async def submit(self, spec: JobSpec) -> Job:
         """Store a new job (or return the existing one for a repeated RefId) and wake its queue."""
         if spec.max_attempts is None:
-            spec = attrs.evolve(spec, max_attempts=self.config.jobs.retries + 1)
+            spec = replace_spec(spec, max_attempts=self.config.jobs.retries + 1)
         job, new = await self.store.enqueue(spec, self.clock())
         if new:
             self._remember_new(job.id)
@@ -261,7 +271,7 @@ class JobEngine:
         if not self._started or queue is None or not queue.slots.try_acquire():
             return await self.submit(spec)
         if spec.max_attempts is None:
-            spec = attrs.evolve(spec, max_attempts=self.config.jobs.retries + 1)
+            spec = replace_spec(spec, max_attempts=self.config.jobs.retries + 1)
         owner = f"{self.node_id}:{queue.name}"
         try:
             job, new = await self.store.enqueue(spec, self.clock(), owner=owner, lease=LEASE_SECONDS, defer=True)
@@ -298,9 +308,13 @@ class JobEngine:
                 current = await self.store.get(job_id=job.id)
                 if current is not None and current.state.finished:
                     return current
-            # The future is only a notice: cancelling it on timeout leaves the job running.
-            async with asyncio.timeout(timeout):
+            # The future is only a notice: failing it on timeout leaves the job running.
+            # A bare timer, not asyncio.timeout(): this runs once per sync request.
+            timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+            try:
                 return await future
+            finally:
+                timer.cancel()
         except TimeoutError:
             persist = getattr(self.store, "persist", None)
             if persist is not None:  # a deferred sync job becomes durable now that its caller may poll it
@@ -326,7 +340,7 @@ class JobEngine:
         if job.state.finished:
             return job
         error = {"errorCode": code, "message": reason}
-        final = attrs.evolve(job, state=JobState.CANCELLED, error=error, error_status=status)
+        final = replace_job(job, state=JobState.CANCELLED, error=error, error_status=status)
         updated = await self.store.cancel(job.id, self.clock(), error, callback=self._callback_spec(final),
                                           error_status=status)
         if updated is None:
@@ -385,16 +399,23 @@ class JobEngine:
                 await self._finish_failed(job, owner, NotFound(f"No executor for API {job.api!r}."), None)
                 return
             ctx = JobContext(job=job, engine=self, owner=owner)
+            task = asyncio.current_task()
+            assert task is not None
+            expired: list[bool] = []
+            # The job timeout as a bare timer, not asyncio.timeout(): this runs once per request.
+            timer = asyncio.get_running_loop().call_later(self.config.jobs.timeout, _cancel_task, task, expired)
             try:
-                async with asyncio.timeout(self.config.jobs.timeout):
+                try:
                     result = await executor.run(job, ctx)
-            except TimeoutError:
+                finally:
+                    timer.cancel()
+            except asyncio.CancelledError:
+                if not expired or task.uncancel() > 0:
+                    raise  # cancelled by CancelJob or shut-down, not by the timeout
                 await self.cancel(job, f"The job ran longer than jobs.timeout ({self.config.jobs.timeout:g} s).",
                                   status=504, code="Timeout")
                 bucket["failed"] += 1
                 return
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 await self._handle_failure(job, owner, executor, exc, bucket)
                 return
@@ -402,19 +423,19 @@ class JobEngine:
             final: Job | None = None
             callback = None
             if job.reply_to or job.id in self._waiters:  # only then is the finished job needed here
-                final = attrs.evolve(job, state=JobState.COMPLETED, response=dict(result.response),
-                                     outputs=tuple(result.outputs), provider=result.usage.provider or job.provider)
+                started = job.started_at or job.created_at
+                final = replace_job(job, state=JobState.COMPLETED, response=dict(result.response),
+                                    outputs=tuple(result.outputs), provider=result.usage.provider or job.provider,
+                                    completed_at=now, progress=1.0, lease_owner=None, lease_expires_at=None,
+                                    duration_ms=int((now - started).total_seconds() * 1000))
                 callback = self._callback_spec(final, executor)
             done = await self.store.complete(job.id, owner, result, now, callback=callback)
             if done:
                 bucket["completed"] += 1
                 if callback is not None:
                     self._wake(CALLBACK_QUEUE)
-                if final is not None and job.id in self._waiters:  # wake sync callers without a read
-                    started = job.started_at or job.created_at
-                    self._notify(attrs.evolve(final, completed_at=now, progress=1.0, lease_owner=None,
-                                              lease_expires_at=None,
-                                              duration_ms=int((now - started).total_seconds() * 1000)))
+                if final is not None:  # wake sync callers without a read
+                    self._notify(final)
         except asyncio.CancelledError:
             # Cancelled by CancelJob (the store already says Cancelled) or by shut-down
             # (the job stays Started and the next start requeues it).
@@ -462,7 +483,7 @@ class JobEngine:
     async def _finish_failed(self, job: Job, owner: str, exc: BaseException, executor: Executor | None,
                              provider: str | None = None) -> None:
         error, status = error_of(exc)
-        final = attrs.evolve(job, state=JobState.FAILED, error=error, error_status=status)
+        final = replace_job(job, state=JobState.FAILED, error=error, error_status=status)
         callback = self._callback_spec(final, executor) if executor else None
         if await self.store.fail(job.id, owner, error, status, self.clock(), provider=provider,
                                  callback=callback):

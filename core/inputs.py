@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import uuid
@@ -23,6 +22,7 @@ import aiofiles
 import attrs
 from aiohttp import BodyPartReader, web
 
+from . import jsoncodec
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 _CHUNK = 256 * 1024
@@ -132,7 +132,7 @@ async def read_input(request: web.Request, *, limit: int, spool_dir: Path, allow
             raw = await read_body(request, limit)
             if raw.strip():
                 try:
-                    body = json.loads(raw)
+                    body = jsoncodec.loads(raw)
                 except ValueError as exc:
                     raise BadRequest(f"The request body is not valid JSON: {exc}",
                                      error_code="SerializationException") from None

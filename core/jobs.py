@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import os
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -40,6 +42,20 @@ FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+_ref_random = random.Random(random.SystemRandom().getrandbits(128))
+# A forked child must not repeat its parent's RefIds.
+os.register_at_fork(after_in_child=lambda: _ref_random.seed(random.SystemRandom().getrandbits(128)))
+
+
+def new_ref_id() -> str:
+    """A fresh RefId: 32 hex digits, like a UUID4's hex.
+
+    RefIds name jobs, they guard nothing (status APIs check the caller's key), so a
+    generator seeded once from the OS replaces a ``urandom`` call per request.
+    """
+    return f"{_ref_random.getrandbits(128):032x}"
 
 
 @attrs.frozen
@@ -125,6 +141,32 @@ class JobResult:
     response: Mapping[str, Any]
     outputs: Sequence[str] = ()
     usage: Usage = attrs.field(factory=Usage)
+
+
+def _replacer(cls: type) -> Any:
+    """A ``replace(inst, **changes)`` for a frozen attrs class without validators or converters:
+    what :func:`attrs.evolve` does, at a third of its cost (it runs several times per request)."""
+    fields = attrs.fields(cls)
+    if any(f.validator or f.converter for f in fields):
+        return attrs.evolve
+    names = frozenset(f.name for f in fields)
+    lines = ["def replace(inst, **changes):",
+             "    if not changes.keys() <= names:",
+             "        raise TypeError(f'{cls.__name__} has no field {sorted(changes.keys() - names)[0]!r}')",
+             "    new = new_object(cls)",
+             "    get = changes.get"]
+    lines += [f"    set_attr(new, {f.name!r}, get({f.name!r}, inst.{f.name}))" for f in fields]
+    lines.append("    return new")
+    scope: dict[str, Any] = {"names": names, "cls": cls, "new_object": object.__new__,
+                             "set_attr": object.__setattr__}
+    exec("\n".join(lines), scope)  # generated from the class's own field names, nothing else
+    return scope["replace"]
+
+
+#: ``replace_job(job, **changes)``: a changed copy of a :class:`Job` (like ``attrs.evolve``).
+replace_job = _replacer(Job)
+#: ``replace_spec(spec, **changes)``: a changed copy of a :class:`JobSpec`.
+replace_spec = _replacer(JobSpec)
 
 
 @attrs.frozen

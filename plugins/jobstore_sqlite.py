@@ -25,16 +25,14 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
-import json
 import sqlite3
-import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
-import attrs
 import structlog
+from aiport.core import jsoncodec
 from aiport.core.errors import Conflict
 from aiport.core.hookspecs import hookimpl
 from aiport.core.jobs import (
@@ -46,6 +44,8 @@ from aiport.core.jobs import (
     JobSpec,
     JobState,
     Usage,
+    new_ref_id,
+    replace_job,
 )
 from aiport.core.registry import JobStoreType
 
@@ -99,11 +99,11 @@ def _dt(value: float | None) -> dt.datetime | None:
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return None if value is None else jsoncodec.dumps(value)
 
 
 def _loads(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
+    return None if value is None else jsoncodec.loads(value)
 
 
 def _month(ts: float) -> str:
@@ -323,7 +323,7 @@ class SqliteJobStore:
                       lease: float = 0.0, defer: bool = False) -> tuple[Job, bool]:
         if defer and owner is not None and spec.ref_id is None and not spec.reply_to and not spec.inputs:
             return await self._defer(spec, now, owner, lease), True
-        ref_id = spec.ref_id or uuid.uuid4().hex
+        ref_id = spec.ref_id or new_ref_id()
         created = now.timestamp()
         state = "Queued" if owner is None else "Started"
         attempts = 0 if owner is None else 1
@@ -388,7 +388,7 @@ class SqliteJobStore:
 
     async def _defer(self, spec: JobSpec, now: dt.datetime, owner: str, lease: float) -> Job:
         job_id = self._ids.popleft() if self._ids else await self._next_id()
-        job = Job(id=job_id, ref_id=uuid.uuid4().hex, api=spec.api, queue=spec.queue,
+        job = Job(id=job_id, ref_id=new_ref_id(), api=spec.api, queue=spec.queue,
                   state=JobState.STARTED, request=spec.request, key_id=spec.key_id, tag=spec.tag,
                   requested_provider=spec.requested_provider, attempts=1, max_attempts=spec.max_attempts or 3,
                   parent_id=spec.parent_id, created_at=now, started_at=now, lease_owner=owner,
@@ -490,7 +490,7 @@ class SqliteJobStore:
     async def progress(self, job_id: int, owner: str, progress: float | None, status: str | None) -> bool:
         if job_id in self._deferred:
             job, spec = self._deferred[job_id]
-            self._deferred[job_id] = (attrs.evolve(job, progress=job.progress if progress is None else progress,
+            self._deferred[job_id] = (replace_job(job, progress=job.progress if progress is None else progress,
                                                    status=status or job.status), spec)
             return True
         return await self._update(
@@ -501,7 +501,7 @@ class SqliteJobStore:
     async def mark_executed(self, job_id: int, owner: str, provider: str | None) -> bool:
         if job_id in self._deferred:
             job, spec = self._deferred[job_id]
-            self._deferred[job_id] = (attrs.evolve(job, state=JobState.EXECUTED, provider=provider or job.provider),
+            self._deferred[job_id] = (replace_job(job, state=JobState.EXECUTED, provider=provider or job.provider),
                                       spec)
             return True
         return await self._update(
@@ -516,7 +516,7 @@ class SqliteJobStore:
         t = now.timestamp()
         deferred = self._take_deferred(job_id)
         if deferred is not None:
-            finished = attrs.evolve(
+            finished = replace_job(
                 deferred, state=JobState.COMPLETED, response=dict(result.response), outputs=tuple(result.outputs),
                 completed_at=now, provider=result.usage.provider or deferred.provider, progress=1.0,
                 lease_owner=None, lease_expires_at=None,
@@ -558,7 +558,7 @@ class SqliteJobStore:
         t = now.timestamp()
         deferred = self._take_deferred(job_id)
         if deferred is not None and retry_at is None and callback is None:
-            self._finish_deferred(attrs.evolve(
+            self._finish_deferred(replace_job(
                 deferred, state=JobState.FAILED, error=dict(error), error_status=error_status, completed_at=now,
                 provider=provider or deferred.provider, lease_owner=None, lease_expires_at=None,
                 duration_ms=int((now - (deferred.started_at or deferred.created_at)).total_seconds() * 1000)),
@@ -620,12 +620,12 @@ class SqliteJobStore:
     async def record(self, spec: JobSpec, *, state: JobState, response: Mapping[str, Any] | None,
                      error: Mapping[str, Any] | None, usage: Usage, duration_ms: int, now: dt.datetime) -> int:
         """Store a request that ran outside the queue (a stream) as a finished job, with its summary."""
-        ref_id = spec.ref_id or uuid.uuid4().hex
+        ref_id = spec.ref_id or new_ref_id()
         t = now.timestamp()
 
         def record(conn: sqlite3.Connection) -> int:
             if conn.execute("SELECT 1 FROM job_index WHERE ref_id = ?", (ref_id,)).fetchone():
-                ref = uuid.uuid4().hex  # a reused RefId on a stream is not an error; keep both
+                ref = new_ref_id()  # a reused RefId on a stream is not an error; keep both
             else:
                 ref = ref_id
             cursor = conn.execute("INSERT INTO job_index (ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?)",
@@ -798,7 +798,7 @@ def _insert_job(conn: sqlite3.Connection, job: Job) -> None:
 
 
 def _insert_callback(conn: sqlite3.Connection, spec: JobSpec, now: float) -> None:
-    ref_id = spec.ref_id or uuid.uuid4().hex
+    ref_id = spec.ref_id or new_ref_id()
     cursor = conn.execute("INSERT INTO job_index (ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?)",
                           (ref_id, spec.key_id, spec.api, now))
     conn.execute(
