@@ -22,7 +22,7 @@ import attrs
 import structlog
 from aiohttp import web
 
-from . import state
+from . import jsoncodec, state
 from .api import add_api, add_plain, dumps
 from .api_jobs import (
     ENGINE,
@@ -161,8 +161,8 @@ async def chat_completion(request: web.Request, dto: OpenAiChatCompletion) -> we
         ref_id=dto.ref_id, tag=dto.tag, requested_provider=dto.provider), now=True)
     job = await engine_of(request).wait(job, request.app[state.CONFIG].jobs.sync_timeout_chat)
     raise_for_job(job)
-    return web.json_response(dict(job.response or {}), dumps=dumps,
-                             headers={"X-Aiport-Provider": job.provider or "", "X-Aiport-Job-Id": str(job.id)})
+    return web.Response(body=jsoncodec.dumpb(job.response or {}), content_type="application/json",
+                        headers={"X-Aiport-Provider": job.provider or "", "X-Aiport-Job-Id": str(job.id)})
 
 
 async def queue_chat(request: web.Request, dto: QueueOpenAiChatCompletion) -> QueueOpenAiChatResponse:

@@ -325,9 +325,12 @@ class ObservedJobStore:
             self._running.clear()
         self._running[job.id] = (job.key_id, job.api, job.queue)
 
-    async def enqueue(self, spec: JobSpec, now: Any, **kwargs: Any) -> tuple[Job, bool]:
-        job, new = await self.inner.enqueue(spec, now, **kwargs)
-        if new and kwargs.get("owner") is not None:  # started at once (a sync call)
+    async def enqueue(self, spec: JobSpec, now: Any, *, owner: str | None = None, lease: float = 0.0,
+                      defer: bool = False) -> tuple[Job, bool]:
+        if owner is None:
+            return await self.inner.enqueue(spec, now)
+        job, new = await self.inner.enqueue(spec, now, owner=owner, lease=lease, defer=defer)
+        if new:  # started at once (a sync call)
             self._hold(job)
         return job, new
 

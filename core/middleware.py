@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -22,6 +23,13 @@ _SECRET_QUERY = re.compile(r"(?i)((?:api_?key|token|secret|key)=)[^&]*")
 log = structlog.get_logger("aiport.http")
 
 
+def _info_enabled() -> bool:
+    # Filtering loggers (aiport's logging setup) answer at once; a host app's own
+    # structlog setup may not have the method, and then every line is built.
+    check = getattr(log, "is_enabled_for", None)
+    return True if check is None else bool(check(logging.INFO))
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every request an id (``X-Request-Id``), bind it to every log line, log the outcome."""
@@ -30,16 +38,19 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request_id = incoming if incoming and _VALID_ID.fullmatch(incoming) else f"{random.getrandbits(128):032x}"
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
-    with structlog.contextvars.bound_contextvars(request_id=request_id):
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        finally:
+    tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
+        if _info_enabled():
             query = request.query_string
             log.info(
                 "request",
+                request_id=request_id,
                 method=request.method,
                 path=request.path + "?" + _SECRET_QUERY.sub(r"\1****", query) if query else request.path,
                 status=status,

@@ -71,9 +71,11 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 """
 _SCHEMA = _JOBS_TABLE + """
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, run_after, id);
+DROP INDEX IF EXISTS jobs_due;
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (queue, run_after, id) WHERE state = 'Queued';
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, completed_at);
-CREATE INDEX IF NOT EXISTS jobs_parent ON jobs (parent_id);
+DROP INDEX IF EXISTS jobs_parent;
+CREATE INDEX IF NOT EXISTS jobs_children ON jobs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS job_index (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ref_id TEXT NOT NULL UNIQUE, key_id INTEGER NOT NULL,
     api TEXT NOT NULL, created_at REAL NOT NULL, archive TEXT
@@ -84,7 +86,7 @@ CREATE TABLE IF NOT EXISTS summary (
     prompt_tokens INTEGER, completion_tokens INTEGER, duration_ms INTEGER, ttft_ms INTEGER,
     created_at REAL NOT NULL, month TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS summary_month ON summary (month);
+DROP INDEX IF EXISTS summary_month;
 CREATE INDEX IF NOT EXISTS summary_created ON summary (created_at);
 """
 _BATCH_LIMIT = 512
