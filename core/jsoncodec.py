@@ -5,15 +5,17 @@ body sent upstream, the upstream answer, the answer to the client, the history
 row), so the codec is a measurable part of aiport's overhead; orjson does each
 step several times faster than :mod:`json`.
 
-The fallbacks keep the standard library's range: integers beyond 64 bits and
-strings with lone surrogates (which orjson refuses) still work, and a body
-orjson rejects is tried again with :func:`json.loads` before it is called
-invalid, so no client that worked before gets a 400 now.
+The fallbacks keep the standard library's range: integers beyond 64 bits (which
+orjson refuses to write and reads as floats) and strings with lone surrogates
+(which it refuses) still work, and a body orjson rejects is tried again with
+:func:`json.loads` before it is called invalid, so no client that worked before
+gets a 400 now.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -38,10 +40,19 @@ def dumps(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"))
 
 
+#: 20 digits in a row: maybe an integer past 64 bits, which orjson would turn into a float.
+_LONG_DIGITS = re.compile(r"[0-9]{20}")
+_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{20}")
+
+
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse a JSON document; raises :class:`ValueError` (a ``json.JSONDecodeError``) if it is not one."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        # Valid for the standard library but not for orjson: lone surrogate escapes, NaN.
-        return json.loads(bytes(data) if isinstance(data, memoryview) else data)
+    if isinstance(data, memoryview):
+        data = bytes(data)
+    long_digits = _LONG_DIGITS if isinstance(data, str) else _LONG_DIGITS_BYTES
+    if long_digits.search(data) is None:  # type: ignore[arg-type]
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # valid for the standard library but not for orjson: lone surrogate escapes, NaN
+    return json.loads(data)

@@ -153,6 +153,28 @@ async def test_backend_errors_reach_the_client_in_both_shapes(make_client: Calla
     assert resp.status == 429 and body["responseStatus"]["errorCode"] == "TooManyRequests"
 
 
+async def test_json_the_fast_codec_refuses_still_passes_through(make_client: Callable[..., Any],
+                                                                fakes: dict[str, Any]) -> None:
+    """orjson refuses lone surrogates and reads integers past 64 bits as floats; the standard
+    library does neither, and neither may aiport: such bodies reach the backend and the history intact."""
+    client = await make_client({"providers": [provider("oa", "openai", fakes["openai"], [m("m", "gpt-4o-mini")])]})
+    store = client.app[state.ENGINE].store
+    big = 2**70 + 1  # not a power of two: a float cannot hold it
+    bodies = {
+        "big integer": ('{"model": "m", "messages": [{"role": "user", "content": "hi"}], '
+                        f'"metadata": {{"trace": {big}}}}}', lambda b: b["metadata"] == {"trace": big}),
+        "lone surrogate": ('{"model": "m", "messages": [{"role": "user", "content": "half an emoji: \\ud83d"}]}',
+                           lambda b: b["messages"][0]["content"] == "half an emoji: \ud83d"),
+    }
+    for what, (raw, intact) in bodies.items():
+        resp = await client.post("/v1/chat/completions", data=raw, headers={"Content-Type": "application/json"})
+        assert resp.status == 200, (what, await resp.text())
+        assert intact(fakes["openai"].last.body), what
+        await store.flush()  # written to SQLite, read back from it
+        job = await store.get(job_id=int(resp.headers["X-Aiport-Job-Id"]))
+        assert job.state.value == "Completed" and intact(job.request["body"]), what
+
+
 @pytest.mark.parametrize("strategy", ["least-busy", "weighted", "latency"])
 async def test_routing_strategies_spread_or_prefer(make_client: Callable[..., Any], fakes: dict[str, Any],
                                                    strategy: str) -> None:

@@ -99,6 +99,16 @@ async def test_queued_chat_and_status_by_job_id_and_ref_id(client: Any) -> None:
     assert generic["jobState"] == "Completed" and generic["duration"].startswith("PT")
 
 
+async def test_generated_ref_ids_are_time_ordered_hex(client: Any) -> None:
+    refs = []
+    for _ in range(3):
+        queued = await (await client.post("/api/QueueOpenAiChatCompletion", json={"Request": chat("x")})).json()
+        refs.append(queued["refId"])
+        await asyncio.sleep(0.002)
+    assert all(len(ref) == 32 and int(ref, 16) >= 0 for ref in refs)
+    assert refs == sorted(refs) and len(set(refs)) == 3
+
+
 async def test_unknown_job_is_404(client: Any) -> None:
     for path in ("/api/GetOpenAiChatStatus?RefId=nope", "/api/GetArtifactGenerationStatus?JobId=999999"):
         resp = await client.get(path)
