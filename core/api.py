@@ -18,7 +18,7 @@ from . import state
 from .auth import authorize
 from .dto import ApiMeta, api_meta, build, to_wire
 from .inputs import discard_files, read_input
-from .jsoncodec import dumps as json_dumps
+from .jsoncodec import dumps
 
 Handler = Callable[[web.Request, Any], Awaitable[Any]]
 
@@ -40,11 +40,6 @@ class ApiCatalog:
 
     def by_name(self, name: str) -> ApiEntry | None:
         return next((e for e in self.entries if e.meta.name == name), None)
-
-
-def dumps(data: Any) -> str:
-    """Compact JSON, as every API answers."""
-    return json_dumps(data)
 
 
 def render(result: Any, status: int = 200) -> web.StreamResponse:

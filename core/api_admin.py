@@ -33,13 +33,14 @@ import structlog
 from aiohttp import web
 
 from . import state
-from .api import add_api, dumps
+from .api import add_api
 from .config import Config, ProviderConfig, Secret, structure
 from .dto import api, norm, response_model, to_wire
 from .dto import field as dfield
 from .engine import CALLBACK_API, CALLBACK_QUEUE, JobEngine
 from .errors import ApiError, BadRequest, ConfigError, Conflict, FieldError, NotFound, ServiceUnavailable
 from .jobs import Job, JobQuery, JobState
+from .jsoncodec import dumps
 from .keys import ApiKey, KeyService, is_integrity_error, open_database
 from .logging import RedactSecrets
 from .providers import ResolvedProvider, resolve_providers

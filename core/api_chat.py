@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from . import jsoncodec, state
-from .api import add_api, add_plain, dumps
+from .api import add_api, add_plain
 from .api_jobs import (
     ENGINE,
     ChatStatusResponse,
@@ -40,6 +40,7 @@ from .dto import api, api_meta, build, field, response_model
 from .engine import JobContext
 from .errors import BadRequest, NotFound, ProviderError
 from .jobs import Job, JobResult, JobSpec, JobState, Usage
+from .jsoncodec import dumps
 from .routing import ProviderExecutor, ProviderManager, RuntimeProvider
 
 log = structlog.get_logger("aiport.chat")

@@ -16,7 +16,7 @@ from .callbacks import check_reply_to
 from .dto import api, field, response_model
 from .engine import JobEngine
 from .errors import ApiError, BadRequest, FieldError, NotFound
-from .jobs import Job, JobSpec, JobState, replace_spec
+from .jobs import Job, JobSpec, JobState
 
 ENGINE = state.ENGINE
 
@@ -215,8 +215,7 @@ async def submit(request: web.Request, spec: JobSpec, *, now: bool = False) -> J
         await check_reply_to(spec.reply_to,
                              allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
     engine = engine_of(request)
-    spec = replace_spec(spec, key_id=principal_of(request).key_id,
-                        max_attempts=spec.max_attempts or engine.config.jobs.retries + 1)
+    spec = engine.prepared(spec, key_id=principal_of(request).key_id)
     return await (engine.run_now(spec) if now else engine.submit(spec))
 
 

@@ -248,10 +248,15 @@ class JobEngine:
 
     # ------------------------------------------------------------------ submit and wait
 
+    def prepared(self, spec: JobSpec, **changes: Any) -> JobSpec:
+        """``spec`` with ``changes`` and the engine's defaults (``max_attempts``), in one copy."""
+        if spec.max_attempts is None and "max_attempts" not in changes:
+            changes["max_attempts"] = self.config.jobs.retries + 1
+        return replace_spec(spec, **changes) if changes else spec
+
     async def submit(self, spec: JobSpec) -> Job:
         """Store a new job (or return the existing one for a repeated RefId) and wake its queue."""
-        if spec.max_attempts is None:
-            spec = replace_spec(spec, max_attempts=self.config.jobs.retries + 1)
+        spec = self.prepared(spec)
         job, new = await self.store.enqueue(spec, self.clock())
         if new:
             self._remember_new(job.id)
@@ -270,8 +275,7 @@ class JobEngine:
         queue = self.queues.get(spec.queue)
         if not self._started or queue is None or not queue.slots.try_acquire():
             return await self.submit(spec)
-        if spec.max_attempts is None:
-            spec = replace_spec(spec, max_attempts=self.config.jobs.retries + 1)
+        spec = self.prepared(spec)
         owner = f"{self.node_id}:{queue.name}"
         try:
             job, new = await self.store.enqueue(spec, self.clock(), owner=owner, lease=LEASE_SECONDS, defer=True)

@@ -34,10 +34,7 @@ def dumpb(value: Any) -> bytes:
 
 def dumps(value: Any) -> str:
     """Compact JSON text (non-ASCII characters as they are, not escaped)."""
-    try:
-        return orjson.dumps(value, option=_OPTIONS).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"))
+    return dumpb(value).decode()
 
 
 #: 20 digits in a row: maybe an integer past 64 bits, which orjson would turn into a float.

@@ -12,8 +12,8 @@ import structlog
 from aiohttp import web
 
 from . import state
-from .api import dumps
 from .errors import ApiError, InternalError, error_for_status
+from .jsoncodec import dumps
 from .state import OPENAI_ERRORS, REQUEST_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -238,7 +238,7 @@ def completion(model: str, choices: list[JSON], usage_: JSON | None, *, id_: str
 
 def dumps(value: Any) -> str:
     """Compact JSON, as tool-call ``arguments`` are sent."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return jsoncodec.dumps(value)
 
 
 def function_call(id_: str, name: str, arguments: str) -> JSON:
