@@ -28,7 +28,7 @@ from .api_jobs import (
     ENGINE,
     ChatStatusResponse,
     QueueOpenAiChatResponse,
-    engine_of,
+    call,
     find_job,
     principal_of,
     raise_for_job,
@@ -157,10 +157,9 @@ async def chat_completion(request: web.Request, dto: OpenAiChatCompletion) -> we
     candidates = _providers(request).candidates(model, provider=dto.provider)
     if dto.stream:
         return await stream_completion(request, dto, model, body, candidates)
-    job = await submit(request, JobSpec(
-        api=CHAT_API, queue=candidates[0].name, request={"model": model, "body": body},
-        ref_id=dto.ref_id, tag=dto.tag, requested_provider=dto.provider), now=True)
-    job = await engine_of(request).wait(job, request.app[state.CONFIG].jobs.sync_timeout_chat)
+    spec = JobSpec(api=CHAT_API, queue=candidates[0].name, request={"model": model, "body": body},
+                   ref_id=dto.ref_id, tag=dto.tag, requested_provider=dto.provider)
+    job = await call(request, spec, request.app[state.CONFIG].jobs.sync_timeout_chat)
     raise_for_job(job)
     return web.Response(body=jsoncodec.dumpb(job.response or {}), content_type="application/json",
                         headers={"X-Aiport-Provider": job.provider or "", "X-Aiport-Job-Id": str(job.id)})
@@ -310,13 +309,13 @@ async def _record_stream(request: web.Request, api_name: str, ref_id: str | None
     if tally.usage:
         response["usage"] = tally.usage
     try:
-        await engine.store.record(
+        await engine.record(
             JobSpec(api=api_name, queue=provider.name, request={"model": model, "stream": True},
                     ref_id=ref_id, tag=tag, requested_provider=requested, key_id=principal_of(request).key_id),
             state=state_, response=response, error=error,
             usage=Usage(provider=provider.name, model=model, prompt_tokens=tally.usage.get("prompt_tokens"),
                         completion_tokens=completion_tokens, ttft_ms=tally.ttft_ms),
-            duration_ms=int((time.monotonic() - started) * 1000), now=engine.clock())
+            duration_ms=int((time.monotonic() - started) * 1000))
     except Exception as exc:
         log.error("recording a streamed request failed", error=repr(exc))
 
@@ -524,10 +523,9 @@ async def ollama_generate(request: web.Request, dto: OllamaGeneration) -> web.St
     candidates = _providers(request).candidates(model, provider=dto.provider)
     if dto.stream:
         return await _stream_ollama(request, dto, model, body, candidates)
-    job = await submit(request, JobSpec(api=OLLAMA_API, queue=candidates[0].name,
-                                        request={"model": model, "body": body}, ref_id=dto.ref_id, tag=dto.tag,
-                                        requested_provider=dto.provider))
-    job = await engine_of(request).wait(job, request.app[state.CONFIG].jobs.sync_timeout_chat)
+    spec = JobSpec(api=OLLAMA_API, queue=candidates[0].name, request={"model": model, "body": body},
+                   ref_id=dto.ref_id, tag=dto.tag, requested_provider=dto.provider)
+    job = await call(request, spec, request.app[state.CONFIG].jobs.sync_timeout_chat)
     raise_for_job(job)
     result = dict(job.response or {})
     if job.duration_ms is not None:

@@ -206,17 +206,20 @@ def generation_status(request: web.Request, job: Job, *, text: bool) -> Generati
     return response
 
 
-async def submit(request: web.Request, spec: JobSpec, *, now: bool = False) -> Job:
-    """Submit a job for the calling key, checking its ReplyTo (SSRF guard) first.
-
-    ``now``: a sync call; start it in this process at once when a slot is free.
-    """
+async def submit(request: web.Request, spec: JobSpec) -> Job:
+    """Submit a job for the calling key, checking its ReplyTo (SSRF guard) first."""
     if spec.reply_to:
         await check_reply_to(spec.reply_to,
                              allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
     engine = engine_of(request)
-    spec = engine.prepared(spec, key_id=principal_of(request).key_id)
-    return await (engine.run_now(spec) if now else engine.submit(spec))
+    return await engine.submit(engine.prepared(spec, key_id=principal_of(request).key_id))
+
+
+async def call(request: web.Request, spec: JobSpec, timeout: float) -> Job:
+    """A sync call for the calling key (no ``ReplyTo``): started in this process at once when
+    its queue has a free slot, and waited for; after ``timeout`` a 504 names the job."""
+    engine = engine_of(request)
+    return await engine.call(engine.prepared(spec, key_id=principal_of(request).key_id), timeout)
 
 
 def queued_response(request: web.Request, job: Job, status_api: str) -> QueueGenerationResponse:

@@ -28,8 +28,9 @@ import attrs
 import structlog
 
 from .config import Config
+from .deadlines import Deadlines
 from .errors import ApiError, Conflict, GatewayTimeout, NotFound, ProviderError
-from .jobs import Job, JobResult, JobSpec, JobState, JobStore, replace_job, replace_spec
+from .jobs import Job, JobEvent, JobResult, JobSpec, JobState, JobStore, Usage, replace_job, replace_spec
 
 log = structlog.get_logger("aiport.jobs")
 
@@ -172,8 +173,10 @@ def error_of(error: BaseException) -> tuple[dict[str, Any], int]:
 class WorkQueue:
     """One named queue: its slots, its wake-up event and its dispatcher task."""
 
-    def __init__(self, name: str, concurrency: int) -> None:
+    def __init__(self, name: str, concurrency: int, owner: str) -> None:
         self.name = name
+        #: The lease owner this node's workers of the queue use.
+        self.owner = owner
         self.slots = Slots(concurrency)
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -200,6 +203,10 @@ class JobEngine:
         #: Seconds after finishing that a job moves to its monthly archive.
         self.archive_after = 300.0
         self.stats: dict[str, dict[str, int]] = {}
+        #: Told of every request that finished, and of every retry (metrics, token limits).
+        self.listeners: list[Callable[[JobEvent], None]] = []
+        #: Job and wait timeouts: one loop timer per tick instead of one per request.
+        self.deadlines = Deadlines()
 
     # ------------------------------------------------------------------ set-up
 
@@ -212,7 +219,7 @@ class JobEngine:
         """Create (or resize) a queue; its dispatcher starts with the engine."""
         queue = self.queues.get(name)
         if queue is None:
-            queue = self.queues[name] = WorkQueue(name, concurrency)
+            queue = self.queues[name] = WorkQueue(name, concurrency, f"{self.node_id}:{name}")
             if self._started:
                 queue.task = asyncio.create_task(self._dispatch(queue), name=f"aiport-queue-{name}")
         return queue
@@ -266,17 +273,37 @@ class JobEngine:
                 queue.wake.set()
         return job
 
-    async def run_now(self, spec: JobSpec) -> Job:
-        """Submit a job and, when its queue has a free slot on this node, start it at once here.
+    async def call(self, spec: JobSpec, timeout: float) -> Job:
+        """A sync call: when the job's queue has a free slot on this node, start it at once here
+        (one write instead of enqueue-then-claim, no hop through the queue's worker), else
+        queue it; then wait for it.
 
-        For sync calls: one write instead of enqueue-then-claim, and no hop through the
-        queue's worker. Without a free slot it is an ordinary :meth:`submit`.
+        Returns the finished job; after ``timeout`` raises a 504 that names the job,
+        which carries on.
         """
+        job, started = await self._start_now(spec)
+        if not started:
+            return await self.wait(job, timeout)
+        # The job's task has not run yet: nothing can have finished it before this waiter exists.
+        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        self._waiters[job.id] = [future]
+        deadline = self.deadlines.call_later(timeout, _expire, future)
+        try:
+            return await future
+        except TimeoutError:
+            raise await self._sync_timeout(job, timeout) from None
+        finally:
+            self.deadlines.cancel(deadline)
+            self._forget_waiter(job.id, future)
+
+    async def _start_now(self, spec: JobSpec) -> tuple[Job, bool]:
+        """Run ``spec`` here at once if its queue has a free slot, else queue it; returns the
+        job and whether it was started here (``False``: queued, or an existing RefId's job)."""
         queue = self.queues.get(spec.queue)
         if not self._started or queue is None or not queue.slots.try_acquire():
-            return await self.submit(spec)
+            return await self.submit(spec), False
         spec = self.prepared(spec)
-        owner = f"{self.node_id}:{queue.name}"
+        owner = queue.owner
         try:
             job, new = await self.store.enqueue(spec, self.clock(), owner=owner, lease=LEASE_SECONDS, defer=True)
         except BaseException:
@@ -284,10 +311,9 @@ class JobEngine:
             raise
         if not new:  # a repeated RefId: the job already exists
             queue.slots.release()
-            return job
-        self._remember_new(job.id)
+            return job, False
         self._running[job.id] = asyncio.create_task(self._run(job, owner, queue), name=f"aiport-job-{job.id}")
-        return job
+        return job, True
 
     def _remember_new(self, job_id: int) -> None:
         if len(self._just_submitted) > 10_000:  # queued calls nobody waits for
@@ -313,30 +339,36 @@ class JobEngine:
                 if current is not None and current.state.finished:
                     return current
             # The future is only a notice: failing it on timeout leaves the job running.
-            # A bare timer, not asyncio.timeout(): this runs once per sync request.
-            timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+            deadline = self.deadlines.call_later(timeout, _expire, future)
             try:
                 return await future
             finally:
-                timer.cancel()
+                self.deadlines.cancel(deadline)
         except TimeoutError:
-            persist = getattr(self.store, "persist", None)
-            if persist is not None:  # a deferred sync job becomes durable now that its caller may poll it
-                await persist(job.id)
-            current = await self.store.get(job_id=job.id) or job
-            raise GatewayTimeout(
-                f"The job did not finish within {timeout:g} s; it carries on. Poll its status with "
-                f"JobId {job.id} or RefId {job.ref_id!r}.",
-                error_code="Timeout",
-                extra={"jobId": job.id, "refId": job.ref_id, "jobState": current.state.value},
-            ) from None
+            raise await self._sync_timeout(job, timeout) from None
         finally:
-            waiters = self._waiters.get(job.id)
-            if waiters is not None:
-                with contextlib.suppress(ValueError):
-                    waiters.remove(future)
-                if not waiters:
-                    self._waiters.pop(job.id, None)
+            self._forget_waiter(job.id, future)
+
+    def _forget_waiter(self, job_id: int, future: asyncio.Future[Job]) -> None:
+        waiters = self._waiters.get(job_id)
+        if waiters is not None:
+            with contextlib.suppress(ValueError):
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(job_id, None)
+
+    async def _sync_timeout(self, job: Job, timeout: float) -> GatewayTimeout:
+        """The 504 for a caller that stopped waiting; the job carries on."""
+        persist = getattr(self.store, "persist", None)
+        if persist is not None:  # a deferred sync job becomes durable now that its caller may poll it
+            await persist(job.id)
+        current = await self.store.get(job_id=job.id) or job
+        return GatewayTimeout(
+            f"The job did not finish within {timeout:g} s; it carries on. Poll its status with "
+            f"JobId {job.id} or RefId {job.ref_id!r}.",
+            error_code="Timeout",
+            extra={"jobId": job.id, "refId": job.ref_id, "jobState": current.state.value},
+        )
 
     async def cancel(self, job: Job, reason: str = "Cancelled by request", *, status: int = 409,
                      code: str = "Cancelled") -> Job:
@@ -354,9 +386,27 @@ class JobEngine:
             task.cancel()
         elif job.state == JobState.QUEUED and job.queue in self.queues:
             self.queues[job.queue].slots.waiting = max(0, self.queues[job.queue].slots.waiting - 1)
+        if updated.state == JobState.CANCELLED:
+            self._emit(JobEvent(api=updated.api, state=updated.state.value, key_id=updated.key_id,
+                                usage=Usage(provider=updated.provider), queue=updated.queue))
         self._wake(CALLBACK_QUEUE)
         self._notify(updated)
         return updated
+
+    async def record(self, spec: JobSpec, *, state: JobState, response: Mapping[str, Any] | None,
+                     error: Mapping[str, Any] | None, usage: Usage, duration_ms: int) -> int:
+        """Store a request that ran outside the queue (a stream) as a finished job; returns its id."""
+        job_id = await self.store.record(spec, state=state, response=response, error=error, usage=usage,
+                                         duration_ms=duration_ms, now=self.clock())
+        self._emit(JobEvent(api=spec.api, state=state.value, key_id=spec.key_id, usage=usage, queue=spec.queue))
+        return job_id
+
+    def _emit(self, event: JobEvent) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception as exc:  # accounting must not fail the request it accounts for
+                log.error("a job listener failed", listener=repr(listener), error=repr(exc))
 
     # ------------------------------------------------------------------ workers
 
@@ -366,7 +416,7 @@ class JobEngine:
             queue.wake.set()
 
     async def _dispatch(self, queue: WorkQueue) -> None:
-        owner = f"{self.node_id}:{queue.name}"
+        owner = queue.owner
         slots = queue.slots
         while True:
             await slots.acquire()
@@ -406,13 +456,12 @@ class JobEngine:
             task = asyncio.current_task()
             assert task is not None
             expired: list[bool] = []
-            # The job timeout as a bare timer, not asyncio.timeout(): this runs once per request.
-            timer = asyncio.get_running_loop().call_later(self.config.jobs.timeout, _cancel_task, task, expired)
+            deadline = self.deadlines.call_later(self.config.jobs.timeout, _cancel_task, task, expired)
             try:
                 try:
                     result = await executor.run(job, ctx)
                 finally:
-                    timer.cancel()
+                    self.deadlines.cancel(deadline)
             except asyncio.CancelledError:
                 if not expired or task.uncancel() > 0:
                     raise  # cancelled by CancelJob or shut-down, not by the timeout
@@ -433,9 +482,11 @@ class JobEngine:
                                     completed_at=now, progress=1.0, lease_owner=None, lease_expires_at=None,
                                     duration_ms=int((now - started).total_seconds() * 1000))
                 callback = self._callback_spec(final, executor)
-            done = await self.store.complete(job.id, owner, result, now, callback=callback)
+            done = await self.store.complete(job.id, owner, result, now, callback=callback, finished=final)
             if done:
                 bucket["completed"] += 1
+                self._emit(JobEvent(api=job.api, state=JobState.COMPLETED.value, key_id=job.key_id,
+                                    usage=result.usage, queue=job.queue))
                 if callback is not None:
                     self._wake(CALLBACK_QUEUE)
                 if final is not None:  # wake sync callers without a read
@@ -469,6 +520,8 @@ class JobEngine:
                                           queue=other, provider=provider)
             if moved:
                 bucket["retries"] += 1
+                self._emit(JobEvent(api=job.api, state=JobState.QUEUED.value, key_id=job.key_id,
+                                    usage=Usage(provider=provider), queue=job.queue, retry=True))
                 target = other or job.queue
                 if target in self.queues:
                     self.queues[target].slots.waiting += 1
@@ -492,6 +545,8 @@ class JobEngine:
         if await self.store.fail(job.id, owner, error, status, self.clock(), provider=provider,
                                  callback=callback):
             log.info("job failed", job_id=job.id, attempts=job.attempts, error=error.get("message"))
+            self._emit(JobEvent(api=job.api, state=JobState.FAILED.value, key_id=job.key_id,
+                                usage=Usage(provider=provider), queue=job.queue))
             self._wake(CALLBACK_QUEUE)
             await self._notify_by_id(job.id)
 

@@ -146,6 +146,18 @@ class JobResult:
     usage: Usage = attrs.field(factory=Usage)
 
 
+@attrs.frozen
+class JobEvent:
+    """A request that finished (or a job that will be retried), as the engine saw it."""
+
+    api: str
+    state: str
+    key_id: int
+    usage: Usage
+    queue: str | None = None
+    retry: bool = False
+
+
 def _replacer(cls: type) -> Any:
     """A ``replace(inst, **changes)`` for a frozen attrs class without validators or converters:
     what :func:`attrs.evolve` does, at a third of its cost (it runs several times per request)."""
@@ -224,9 +236,13 @@ class JobStore(Protocol):
     async def mark_executed(self, job_id: int, owner: str, provider: str | None) -> bool: ...
 
     async def complete(self, job_id: int, owner: str, result: JobResult, now: dt.datetime,
-                       callback: JobSpec | None = None) -> bool:
+                       callback: JobSpec | None = None, finished: Job | None = None) -> bool:
         """``Started/Executed -> Completed`` with the result, the analytics row, and the
-        ``ReplyTo`` callback job (if any) in one transaction."""
+        ``ReplyTo`` callback job (if any) in one transaction.
+
+        ``finished``, when the engine built it, is the job as it is once completed; a store
+        that keeps the job in memory may keep that object instead of building its own.
+        """
         ...
 
     async def fail(self, job_id: int, owner: str, error: Mapping[str, Any], error_status: int,

@@ -4,10 +4,10 @@ What is counted, and where it comes from:
 
 - a middleware (outermost, so it sees the final status) counts every request by
   API, provider (the ``X-Aiport-Provider`` header), model and status, and times it;
-- :class:`ObservedJobStore` wraps the app's job store and sees every finished
-  request (queued jobs, sync jobs and streams alike) with its usage: tokens,
-  time to first token, final state, and the outcome of ``ReplyTo`` callbacks. It
-  also reports each key's tokens to the rate limiter (tokens-per-minute limits);
+- a listener of the job engine's events sees every finished request (queued
+  jobs, sync jobs and streams alike) with its usage: tokens, time to first
+  token, final state, and the outcome of ``ReplyTo`` callbacks. Another reports
+  each key's tokens to the rate limiter (tokens-per-minute limits);
 - gauges (queue depth, running jobs, provider up/down, limiter refusals) are read
   from the engine, the store and the provider manager when scraped.
 
@@ -21,9 +21,8 @@ import asyncio
 import bisect
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
-import attrs
 from aiohttp import web
 
 from . import limits, state
@@ -31,11 +30,8 @@ from .api import add_plain
 from .auth import API_NAME, authorize, credential
 from .dto import ApiMeta
 from .engine import CALLBACK_API
-from .jobs import Job, JobResult, JobSpec, JobState, Usage
+from .jobs import JobEvent, JobState
 from .version import __version__
-
-if TYPE_CHECKING:
-    from .jobs import JobStore
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -63,18 +59,6 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
         self.count += 1
-
-
-@attrs.frozen
-class JobEvent:
-    """A request that finished (or a job that will be retried), as the store saw it."""
-
-    api: str
-    state: str
-    key_id: int
-    usage: Usage
-    queue: str | None = None
-    retry: bool = False
 
 
 class Metrics:
@@ -295,83 +279,7 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
             metrics.observe_request(_api_label(request), provider, model, status, loop.time() - started)
 
 
-# --------------------------------------------------------------------------- the job-store observer
-
-
-class ObservedJobStore:
-    """The app's job store, seen through: every call goes to the wrapped store; finished
-    requests are reported to listeners as :class:`JobEvent`.
-
-    aiport has no event hooks for finished jobs, and the store is the one place every
-    request's outcome (queued, sync, streamed, cancelled, retried) passes through with
-    its usage, so the engine's store is wrapped once at start-up.
-    """
-
-    def __init__(self, inner: Any, listeners: list[Callable[[JobEvent], None]]) -> None:
-        self.inner = inner
-        self.listeners = listeners
-        #: Running jobs this node holds: id -> (key id, API, queue), learnt when they start.
-        self._running: dict[int, tuple[int, str, str]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def _emit(self, event: JobEvent) -> None:
-        for listener in self.listeners:
-            listener(event)
-
-    def _hold(self, job: Job) -> None:
-        if len(self._running) > 100_000:  # leases that lapsed without an outcome; never grow without end
-            self._running.clear()
-        self._running[job.id] = (job.key_id, job.api, job.queue)
-
-    async def enqueue(self, spec: JobSpec, now: Any, *, owner: str | None = None, lease: float = 0.0,
-                      defer: bool = False) -> tuple[Job, bool]:
-        if owner is None:
-            return await self.inner.enqueue(spec, now)
-        job, new = await self.inner.enqueue(spec, now, owner=owner, lease=lease, defer=defer)
-        if new:  # started at once (a sync call)
-            self._hold(job)
-        return job, new
-
-    async def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
-        jobs: list[Job] = await self.inner.claim(*args, **kwargs)
-        for job in jobs:
-            self._hold(job)
-        return jobs
-
-    async def complete(self, job_id: int, owner: str, result: JobResult, now: Any,
-                       callback: JobSpec | None = None) -> bool:
-        done: bool = await self.inner.complete(job_id, owner, result, now, callback=callback)
-        held = self._running.pop(job_id, None)
-        if done and held is not None:
-            self._emit(JobEvent(api=held[1], state=JobState.COMPLETED.value, key_id=held[0], usage=result.usage,
-                                queue=held[2]))
-        return done
-
-    async def fail(self, job_id: int, owner: str, error: Mapping[str, Any], error_status: int, now: Any,
-                   **kwargs: Any) -> bool:
-        done: bool = await self.inner.fail(job_id, owner, error, error_status, now, **kwargs)
-        held = self._running.pop(job_id, None)
-        if done and held is not None:
-            retry = kwargs.get("retry_at") is not None
-            usage = kwargs.get("usage") or Usage(provider=kwargs.get("provider"))
-            self._emit(JobEvent(api=held[1], state=JobState.QUEUED.value if retry else JobState.FAILED.value,
-                                key_id=held[0], usage=usage, queue=held[2], retry=retry))
-        return done
-
-    async def cancel(self, job_id: int, *args: Any, **kwargs: Any) -> Job | None:
-        job: Job | None = await self.inner.cancel(job_id, *args, **kwargs)
-        self._running.pop(job_id, None)
-        if job is not None and job.state == JobState.CANCELLED:
-            self._emit(JobEvent(api=job.api, state=job.state.value, key_id=job.key_id,
-                                usage=Usage(provider=job.provider), queue=job.queue))
-        return job
-
-    async def record(self, spec: JobSpec, *, state: JobState, usage: Usage, **kwargs: Any) -> int:
-        job_id: int = await self.inner.record(spec, state=state, usage=usage, **kwargs)
-        self._emit(JobEvent(api=spec.api, state=state.value, key_id=spec.key_id, usage=usage, queue=spec.queue))
-        return job_id
+# --------------------------------------------------------------------------- job events
 
 
 def _count_tokens(limiter: limits.Limiter) -> Callable[[JobEvent], None]:
@@ -382,9 +290,8 @@ def _count_tokens(limiter: limits.Limiter) -> Callable[[JobEvent], None]:
 
 
 async def observe_jobs(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx (after the engine's): wrap the job store to feed metrics and token limits."""
+    """cleanup_ctx (after the engine's): feed the engine's job events to metrics and token limits."""
     engine = app[state.ENGINE]
-    inner = engine.store
     listeners: list[Callable[[JobEvent], None]] = []
     metrics = app.get(METRICS)
     if metrics is not None:
@@ -392,11 +299,12 @@ async def observe_jobs(app: web.Application) -> AsyncIterator[None]:
     limiter = app.get(limits.LIMITER)
     if limiter is not None:
         listeners.append(_count_tokens(limiter))
-    engine.store = cast("JobStore", ObservedJobStore(inner, listeners))
+    engine.listeners.extend(listeners)
     try:
         yield
     finally:
-        engine.store = inner
+        for listener in listeners:
+            engine.listeners.remove(listener)
 
 
 def install(app: web.Application) -> None:

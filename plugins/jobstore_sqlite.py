@@ -324,7 +324,9 @@ class SqliteJobStore:
     async def enqueue(self, spec: JobSpec, now: dt.datetime, *, owner: str | None = None,
                       lease: float = 0.0, defer: bool = False) -> tuple[Job, bool]:
         if defer and owner is not None and spec.ref_id is None and not spec.reply_to and not spec.inputs:
-            return await self._defer(spec, now, owner, lease), True
+            while not self._ids:
+                await self._next_id()
+            return self._defer(spec, now, owner, lease), True
         ref_id = spec.ref_id or new_ref_id()
         created = now.timestamp()
         state = "Queued" if owner is None else "Started"
@@ -370,7 +372,8 @@ class SqliteJobStore:
     # the caller's sync timeout through persist()) first writes it as a Started job.
     # A crash loses only these unwritten jobs, whose callers' connections broke with it.
 
-    async def _next_id(self) -> int:
+    async def _next_id(self) -> None:
+        """Reserve a block of ids for deferred jobs when none is left."""
         if not self._ids:
             def reserve(conn: sqlite3.Connection) -> tuple[int, int]:
                 row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'job_index'").fetchone()
@@ -386,11 +389,9 @@ class SqliteJobStore:
             first, last = await self._write(reserve)
             if not self._ids:  # another reservation may have refilled it meanwhile
                 self._ids.extend(range(first, last + 1))
-        return self._ids.popleft()
 
-    async def _defer(self, spec: JobSpec, now: dt.datetime, owner: str, lease: float) -> Job:
-        job_id = self._ids.popleft() if self._ids else await self._next_id()
-        job = Job(id=job_id, ref_id=new_ref_id(), api=spec.api, queue=spec.queue,
+    def _defer(self, spec: JobSpec, now: dt.datetime, owner: str, lease: float) -> Job:
+        job = Job(id=self._ids.popleft(), ref_id=new_ref_id(), api=spec.api, queue=spec.queue,
                   state=JobState.STARTED, request=spec.request, key_id=spec.key_id, tag=spec.tag,
                   requested_provider=spec.requested_provider, attempts=1, max_attempts=spec.max_attempts or 3,
                   parent_id=spec.parent_id, created_at=now, started_at=now, lease_owner=owner,
@@ -514,15 +515,17 @@ class SqliteJobStore:
         return await self._write(lambda conn: conn.execute(sql, params).rowcount == 1)
 
     async def complete(self, job_id: int, owner: str, result: JobResult, now: dt.datetime,
-                       callback: JobSpec | None = None) -> bool:
+                       callback: JobSpec | None = None, finished: Job | None = None) -> bool:
         t = now.timestamp()
         deferred = self._take_deferred(job_id)
         if deferred is not None:
-            finished = replace_job(
-                deferred, state=JobState.COMPLETED, response=dict(result.response), outputs=tuple(result.outputs),
-                completed_at=now, provider=result.usage.provider or deferred.provider, progress=1.0,
-                lease_owner=None, lease_expires_at=None,
-                duration_ms=int((now - (deferred.started_at or deferred.created_at)).total_seconds() * 1000))
+            if finished is None:
+                finished = replace_job(
+                    deferred, state=JobState.COMPLETED, response=dict(result.response),
+                    outputs=tuple(result.outputs), completed_at=now,
+                    provider=result.usage.provider or deferred.provider, progress=1.0, lease_owner=None,
+                    lease_expires_at=None,
+                    duration_ms=int((now - (deferred.started_at or deferred.created_at)).total_seconds() * 1000))
             if callback is None:
                 self._finish_deferred(finished, result.usage)
                 return True

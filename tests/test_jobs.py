@@ -301,3 +301,27 @@ async def test_a_sync_call_without_ref_id_is_retried(client: Any) -> None:
     assert resp.status == 200, await resp.json()
     job = await client.app[state.ENGINE].store.get(job_id=int(resp.headers["X-Aiport-Job-Id"]))
     assert job.attempts == 3 and job.state.value == "Completed"
+
+
+async def test_deadlines_fire_late_by_at_most_a_tick_and_never_early() -> None:
+    from aiport.core.deadlines import Deadlines
+
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(tick=0.02)
+    fired: dict[str, float] = {}
+    started = loop.time()
+    for name, delay in (("a", 0.05), ("b", 0.051), ("c", 0.12)):
+        deadlines.call_later(delay, lambda n=name: fired.__setitem__(n, loop.time() - started))
+    cancelled = deadlines.call_later(0.05, fired.__setitem__, "cancelled", 0.0)
+    deadlines.cancel(cancelled)
+    deadlines.call_later(0.06, lambda: 1 / 0)  # a failing callback does not stop the others of its tick
+    deadlines.call_later(0.06, fired.__setitem__, "after-failure", 0.0)
+    assert len(deadlines) == 5
+    await asyncio.sleep(0.25)
+    assert set(fired) == {"a", "b", "c", "after-failure"}
+    # Never early; late by one tick at most, plus slack for a busy machine.
+    assert fired["a"] >= 0.05 and fired["b"] >= 0.051 and fired["c"] >= 0.12
+    assert fired["a"] < 0.05 + 0.02 + 0.1 and fired["c"] < 0.12 + 0.02 + 0.1
+    assert len(deadlines) == 0
+    with pytest.raises(ValueError):
+        Deadlines(tick=0)
