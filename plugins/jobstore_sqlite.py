@@ -3,8 +3,9 @@
 Layout (beside ``storage.database_path``):
 
 - ``aiport.db``: ``job_index`` (every job ever: id, refId, key, archive month),
-  ``jobs`` (active and recently finished jobs) and ``summary`` (one analytics
-  row per finished request).
+  ``jobs`` (active and recently finished jobs, with their usage) and ``summary``
+  (one analytics row per archived request: a finished job's row is derived from
+  ``jobs`` when it is archived, so a request costs two row writes, not three).
 - ``jobs_YYYY-MM.db``: finished jobs, moved out by :meth:`archive` into the file
   of the month they were created in (as AI Server does).
 
@@ -89,6 +90,23 @@ CREATE TABLE IF NOT EXISTS summary (
 DROP INDEX IF EXISTS summary_month;
 CREATE INDEX IF NOT EXISTS summary_created ON summary (created_at);
 """
+#: Usage columns of the main database's ``jobs`` (not of the archives: ``summary`` keeps them).
+_USAGE_COLUMNS = {"model": "TEXT", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER",
+                  "ttft_ms": "INTEGER"}
+# Databases from before the usage columns: finished jobs not yet archived take their usage
+# from their summary rows, whose place the jobs rows now take until they are archived.
+_ADOPT_SUMMARY = """
+UPDATE jobs SET model = s.model, prompt_tokens = s.prompt_tokens, completion_tokens = s.completion_tokens,
+    ttft_ms = s.ttft_ms FROM summary AS s WHERE s.id = jobs.id;
+DELETE FROM summary WHERE id IN (SELECT id FROM jobs);
+"""
+_SUMMARY_KEYS = ("id", "refId", "api", "queue", "provider", "model", "keyId", "tag", "state", "attempts",
+                 "promptTokens", "completionTokens", "durationMs", "ttftMs", "createdAt", "month")
+_SUMMARY_COLUMNS = ("id, ref_id, api, queue, provider, model, key_id, tag, state, attempts, prompt_tokens, "
+                    "completion_tokens, duration_ms, ttft_ms, created_at")
+#: A finished job's summary row, from its ``jobs`` row.
+_SUMMARY_OF_JOBS = (f"SELECT {_SUMMARY_COLUMNS}, strftime('%Y-%m', created_at, 'unixepoch') FROM jobs "
+                    "WHERE state IN ('Completed', 'Failed', 'Cancelled')")
 _BATCH_LIMIT = 512
 
 
@@ -160,6 +178,13 @@ class SqliteJobStore:
         await self._writer.executescript(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
             "PRAGMA foreign_keys=OFF;" + _SCHEMA)
+        present = {row[1] for row in await self._writer.execute_fetchall("PRAGMA table_info(jobs)")}
+        missing = [name for name in _USAGE_COLUMNS if name not in present]
+        if missing:
+            await self._writer.executescript(
+                "BEGIN IMMEDIATE;"
+                + "".join(f"ALTER TABLE jobs ADD COLUMN {name} {_USAGE_COLUMNS[name]};" for name in missing)
+                + _ADOPT_SUMMARY + "COMMIT;")
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         await self._reader.executescript("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")
         self._writer_task = asyncio.create_task(self._write_loop(), name="aiport-sqlite-writer")
@@ -310,14 +335,13 @@ class SqliteJobStore:
     async def summary(self, since: dt.datetime | None = None,
                       until: dt.datetime | None = None) -> list[Mapping[str, Any]]:
         await self.flush()
+        low, high = _ts(since) or 0.0, _ts(until) or 1e12
+        # Archived requests from summary, finished ones not archived yet from jobs.
         rows = await self._fetchall(
-            "SELECT id, ref_id, api, queue, provider, model, key_id, tag, state, attempts, prompt_tokens, "
-            "completion_tokens, duration_ms, ttft_ms, created_at, month FROM summary "
-            "WHERE created_at >= ? AND created_at < ? ORDER BY id",
-            (_ts(since) or 0.0, _ts(until) or 1e12))
-        keys = ("id", "refId", "api", "queue", "provider", "model", "keyId", "tag", "state", "attempts",
-                "promptTokens", "completionTokens", "durationMs", "ttftMs", "createdAt", "month")
-        return [dict(zip(keys, r, strict=True)) for r in rows]
+            f"SELECT {_SUMMARY_COLUMNS}, month FROM summary WHERE created_at >= ? AND created_at < ? "
+            f"UNION ALL {_SUMMARY_OF_JOBS} AND created_at >= ? AND created_at < ? ORDER BY id",
+            (low, high, low, high))
+        return [dict(zip(_SUMMARY_KEYS, r, strict=True)) for r in rows]
 
     # ------------------------------------------------------------------ writes
 
@@ -448,8 +472,7 @@ class SqliteJobStore:
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany("INSERT INTO job_index (id, ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?, ?)",
                              [(j.id, j.ref_id, j.key_id, j.api, j.created_at.timestamp()) for j, _ in batch])
-            conn.executemany(_INSERT_JOB, [_job_params(j) for j, _ in batch])
-            conn.executemany(_INSERT_SUMMARY, [_summary_params(j, u) for j, u in batch])
+            conn.executemany(_INSERT_FINISHED_JOB, [(*_job_params(j), *_usage_params(u)) for j, u in batch])
 
         try:
             await self._write(write)
@@ -531,8 +554,7 @@ class SqliteJobStore:
                 return True
 
             def complete_new(conn: sqlite3.Connection) -> bool:
-                _insert_job(conn, finished)
-                _insert_summary(conn, finished, result.usage)
+                _insert_job(conn, finished, result.usage)
                 _insert_callback(conn, callback, t)
                 return True
 
@@ -542,14 +564,12 @@ class SqliteJobStore:
             row = conn.execute(
                 "UPDATE jobs SET state = 'Completed', response = ?, outputs = ?, completed_at = ?, "
                 "provider = COALESCE(?, provider), progress = 1.0, lease_owner = NULL, lease_expires_at = NULL, "
-                "duration_ms = CAST((? - started_at) * 1000 AS INTEGER) "
-                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed') "
-                f"RETURNING {', '.join(_JOB_COLUMNS)}",
+                f"duration_ms = CAST((? - started_at) * 1000 AS INTEGER), {_SET_USAGE} "
+                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed') RETURNING id",
                 (_dumps(dict(result.response)), _dumps(list(result.outputs)), t, result.usage.provider,
-                 t, job_id, owner)).fetchone()
+                 t, *_usage_params(result.usage), job_id, owner)).fetchone()
             if row is None:
                 return False
-            _insert_summary(conn, _row_to_job(row), result.usage)
             if callback is not None:
                 _insert_callback(conn, callback, t)
             return True
@@ -584,13 +604,12 @@ class SqliteJobStore:
             row = conn.execute(
                 "UPDATE jobs SET state = 'Failed', error = ?, error_status = ?, completed_at = ?, "
                 "provider = COALESCE(?, provider), lease_owner = NULL, lease_expires_at = NULL, "
-                "duration_ms = CAST((? - COALESCE(started_at, created_at)) * 1000 AS INTEGER) "
-                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed') "
-                f"RETURNING {', '.join(_JOB_COLUMNS)}",
-                (_dumps(dict(error)), error_status, t, provider, t, job_id, owner)).fetchone()
+                f"duration_ms = CAST((? - COALESCE(started_at, created_at)) * 1000 AS INTEGER), {_SET_USAGE} "
+                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed') RETURNING id",
+                (_dumps(dict(error)), error_status, t, provider, t, *_usage_params(usage or Usage()),
+                 job_id, owner)).fetchone()
             if row is None:
                 return False
-            _insert_summary(conn, _row_to_job(row), usage or Usage(provider=provider))
             if callback is not None:
                 _insert_callback(conn, callback, t)
             return True
@@ -609,12 +628,10 @@ class SqliteJobStore:
                 "UPDATE jobs SET state = 'Cancelled', error = ?, error_status = ?, completed_at = ?, "
                 "lease_owner = NULL, lease_expires_at = NULL, "
                 "duration_ms = CAST((? - COALESCE(started_at, created_at)) * 1000 AS INTEGER) "
-                "WHERE id = ? AND state IN ('Queued', 'Started', 'Executed') "
-                f"RETURNING {', '.join(_JOB_COLUMNS)}",
+                "WHERE id = ? AND state IN ('Queued', 'Started', 'Executed') RETURNING id",
                 (_dumps(dict(error)), error_status, t, t, job_id)).fetchone()
             if row is None:
                 return False
-            _insert_summary(conn, _row_to_job(row), Usage())
             if callback is not None:
                 _insert_callback(conn, callback, t)
             return True
@@ -624,7 +641,7 @@ class SqliteJobStore:
 
     async def record(self, spec: JobSpec, *, state: JobState, response: Mapping[str, Any] | None,
                      error: Mapping[str, Any] | None, usage: Usage, duration_ms: int, now: dt.datetime) -> int:
-        """Store a request that ran outside the queue (a stream) as a finished job, with its summary."""
+        """Store a request that ran outside the queue (a stream) as a finished job, with its usage."""
         ref_id = spec.ref_id or new_ref_id()
         t = now.timestamp()
 
@@ -636,16 +653,15 @@ class SqliteJobStore:
             cursor = conn.execute("INSERT INTO job_index (ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?)",
                                   (ref, spec.key_id, spec.api, t - duration_ms / 1000))
             job_id = int(cursor.lastrowid or 0)
-            row = conn.execute(
+            conn.execute(
                 "INSERT INTO jobs (id, ref_id, api, queue, state, key_id, tag, requested_provider, provider, "
                 "attempts, max_attempts, request, response, error, error_status, created_at, started_at, "
-                "completed_at, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?, ?) "
-                f"RETURNING {', '.join(_JOB_COLUMNS)}",
+                f"completed_at, duration_ms, {', '.join(_USAGE_COLUMNS)}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, ref, spec.api, spec.queue, state.value, spec.key_id, spec.tag, spec.requested_provider,
                  usage.provider, _dumps(dict(spec.request)), _dumps(dict(response) if response else None),
                  _dumps(dict(error) if error else None), 502 if error else None, t - duration_ms / 1000,
-                 t - duration_ms / 1000, t, duration_ms)).fetchone()
-            _insert_summary(conn, _row_to_job(row), usage)
+                 t - duration_ms / 1000, t, duration_ms, *_usage_params(usage)))
             return job_id
 
         return await self._write(record)
@@ -662,9 +678,7 @@ class SqliteJobStore:
                 "UPDATE jobs SET state = 'Failed', error = ?, error_status = 500, completed_at = ?, "
                 "lease_owner = NULL, lease_expires_at = NULL "
                 f"WHERE state IN ('Started', 'Executed') AND attempts >= max_attempts{lease_clause} "
-                f"RETURNING {', '.join(_JOB_COLUMNS)}", (error, t, *params)).fetchall()
-            for row in failed:
-                _insert_summary(conn, _row_to_job(row), Usage())
+                "RETURNING id", (error, t, *params)).fetchall()
             requeued = conn.execute(
                 "UPDATE jobs SET state = 'Queued', status = 'Interrupted; requeued', lease_owner = NULL, "
                 "lease_expires_at = NULL, run_after = NULL "
@@ -695,12 +709,13 @@ class SqliteJobStore:
                 conn.execute("ATTACH DATABASE ? AS arch", (str(path),))
                 try:
                     conn.execute("BEGIN IMMEDIATE")
-                    conn.execute(f"INSERT OR REPLACE INTO arch.jobs SELECT {', '.join(_JOB_COLUMNS)} FROM main.jobs "
-                                 f"WHERE id IN ({marks})", ids)
+                    conn.execute(f"INSERT OR REPLACE INTO arch.jobs ({', '.join(_JOB_COLUMNS)}) "
+                                 f"SELECT {', '.join(_JOB_COLUMNS)} FROM main.jobs WHERE id IN ({marks})", ids)
                     conn.execute("COMMIT")
                     # The archive copy is committed before the active row goes, so a crash in
                     # between leaves a duplicate (harmless: reads prefer the active table), never a loss.
                     conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(f"INSERT OR REPLACE INTO summary {_SUMMARY_OF_JOBS} AND id IN ({marks})", ids)
                     conn.execute(f"UPDATE job_index SET archive = ? WHERE id IN ({marks})", [month, *ids])
                     n = conn.execute(f"DELETE FROM main.jobs WHERE id IN ({marks})", ids).rowcount
                     conn.execute("COMMIT")
@@ -735,12 +750,16 @@ class SqliteJobStore:
                 conn.execute(f"INSERT OR REPLACE INTO jobs ({', '.join(_JOB_COLUMNS)}) "
                              f"VALUES ({', '.join('?' * len(_JOB_COLUMNS))})", values)
                 conn.execute("UPDATE job_index SET archive = NULL WHERE id = ?", (job_id,))
-            return conn.execute(
+            row = conn.execute(
                 "UPDATE jobs SET state = 'Queued', attempts = 0, response = NULL, error = NULL, error_status = NULL, "
                 "outputs = NULL, status = 'Requeued', progress = NULL, started_at = NULL, completed_at = NULL, "
-                "run_after = NULL, lease_owner = NULL, lease_expires_at = NULL, duration_ms = NULL "
+                "run_after = NULL, lease_owner = NULL, lease_expires_at = NULL, duration_ms = NULL, "
+                "model = NULL, prompt_tokens = NULL, completion_tokens = NULL, ttft_ms = NULL "
                 "WHERE id = ? AND state IN ('Failed', 'Cancelled') "
                 f"RETURNING {', '.join(_JOB_COLUMNS)}", (job_id,)).fetchone()
+            if row is not None:  # no longer finished: its archived summary row goes until it is again
+                conn.execute("DELETE FROM summary WHERE id = ?", (job_id,))
+            return row
 
         row = await self._write(requeue)
         return None if row is None else _row_to_job(row)
@@ -762,11 +781,10 @@ def _ensure_archive(path: Path) -> None:
         conn.commit()
 
 
-_INSERT_SUMMARY = (
-    "INSERT OR REPLACE INTO summary (id, ref_id, api, queue, provider, model, key_id, tag, state, attempts, "
-    "prompt_tokens, completion_tokens, duration_ms, ttft_ms, created_at, month) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_JOB = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
+_INSERT_FINISHED_JOB = (f"INSERT INTO jobs ({', '.join((*_JOB_COLUMNS, *_USAGE_COLUMNS))}) "
+                        f"VALUES ({', '.join('?' * (len(_JOB_COLUMNS) + len(_USAGE_COLUMNS)))})")
+_SET_USAGE = ", ".join(f"{name} = ?" for name in _USAGE_COLUMNS)
 #: Ids a deferred sync job takes from one reservation.
 _ID_BLOCK = 1000
 #: A buffer of finished sync jobs is written after this long, or at this size.
@@ -774,15 +792,9 @@ _FLUSH_SECONDS = 0.2
 _FLUSH_ROWS = 512
 
 
-def _summary_params(job: Job, usage: Usage) -> tuple[Any, ...]:
-    created = job.created_at.timestamp()
-    return (job.id, job.ref_id, job.api, job.queue, usage.provider or job.provider, usage.model, job.key_id,
-            job.tag, job.state.value, job.attempts, usage.prompt_tokens, usage.completion_tokens, job.duration_ms,
-            usage.ttft_ms, created, _month(created))
-
-
-def _insert_summary(conn: sqlite3.Connection, job: Job, usage: Usage) -> None:
-    conn.execute(_INSERT_SUMMARY, _summary_params(job, usage))
+def _usage_params(usage: Usage) -> tuple[Any, ...]:
+    """A request's usage as the ``jobs`` usage columns, in ``_USAGE_COLUMNS`` order."""
+    return usage.model, usage.prompt_tokens, usage.completion_tokens, usage.ttft_ms
 
 
 def _job_params(job: Job) -> tuple[Any, ...]:
@@ -795,11 +807,14 @@ def _job_params(job: Job) -> tuple[Any, ...]:
             _ts(job.completed_at), _ts(job.run_after), job.lease_owner, _ts(job.lease_expires_at), job.duration_ms)
 
 
-def _insert_job(conn: sqlite3.Connection, job: Job) -> None:
-    """Write a job kept in memory until now (its index entry and its row)."""
+def _insert_job(conn: sqlite3.Connection, job: Job, usage: Usage | None = None) -> None:
+    """Write a job kept in memory until now (its index entry and its row, with its usage if finished)."""
     conn.execute("INSERT INTO job_index (id, ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?, ?)",
                  (job.id, job.ref_id, job.key_id, job.api, job.created_at.timestamp()))
-    conn.execute(_INSERT_JOB, _job_params(job))
+    if usage is None:
+        conn.execute(_INSERT_JOB, _job_params(job))
+    else:
+        conn.execute(_INSERT_FINISHED_JOB, (*_job_params(job), *_usage_params(usage)))
 
 
 def _insert_callback(conn: sqlite3.Connection, spec: JobSpec, now: float) -> None:

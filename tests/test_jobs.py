@@ -270,6 +270,87 @@ async def test_finished_jobs_move_to_monthly_archives(make_config: Callable[...,
     by_id = await (await client.get(f"/api/GetOpenAiChatStatus?JobId={status['jobId']}")).json()
     assert by_id["refId"] == "sept-1"
     assert await engine.archive_now() == 0
+    # Its analytics row moved to the summary table with it: one row, usage kept, in its month.
+    (row,) = [r for r in await engine.store.summary() if r["refId"] == "sept-1"]
+    assert row["month"] == "2026-09" and row["model"] == "echo-1" and row["state"] == "Completed"
+    assert row["promptTokens"] is not None and row["provider"] == "alpha"
+
+
+async def test_summary_rows_come_from_jobs_until_they_are_archived(make_config: Callable[..., Any],
+                                                                   aiohttp_client: Any) -> None:
+    now = [dt.datetime(2026, 9, 30, 23, 0, tzinfo=dt.UTC)]
+    client = await aiohttp_client(create_app(make_config(config()), clock=lambda: now[0]))
+    for ref in ("s-1", "s-2"):
+        assert (await client.post("/v1/chat/completions", json=chat(ref, ref_id=ref))).status == 200
+    engine = client.app[state.ENGINE]
+    before = {r["refId"]: r for r in await engine.store.summary()}
+    assert set(before) == {"s-1", "s-2"} and before["s-1"]["month"] == "2026-09"
+    now[0] = dt.datetime(2026, 10, 2, tzinfo=dt.UTC)
+    assert await engine.archive_now() == 2
+    after = {r["refId"]: r for r in await engine.store.summary()}
+    assert after == before, "archiving moves the rows, it does not change or repeat them"
+    assert [r["refId"] for r in await engine.store.summary(since=dt.datetime(2026, 10, 1, tzinfo=dt.UTC))] == []
+
+
+async def test_a_requeued_archived_job_is_counted_once(make_config: Callable[..., Any],
+                                                       aiohttp_client: Any) -> None:
+    now = [dt.datetime(2026, 9, 30, 23, 0, tzinfo=dt.UTC)]
+    client = await aiohttp_client(create_app(make_config(config(retries=0)), clock=lambda: now[0]))
+    resp = await client.post("/api/QueueOpenAiChatCompletion", json={"Request": chat("fail 1 arch-key"),
+                                                                      "RefId": "arch-1"})
+    assert resp.status == 200
+    await poll(client, "/api/GetOpenAiChatStatus?RefId=arch-1", lambda b: b["jobState"] == "Failed")
+    engine = client.app[state.ENGINE]
+    now[0] = dt.datetime(2026, 10, 2, tzinfo=dt.UTC)
+    assert await engine.archive_now() == 1
+
+    async def rows() -> list[str]:
+        return [r["state"] for r in await engine.store.summary() if r["refId"] == "arch-1"]
+
+    assert await rows() == ["Failed"]
+    job = await engine.store.get(ref_id="arch-1")
+    assert job is not None
+    await engine.requeue(job)
+    await poll(client, "/api/GetOpenAiChatStatus?RefId=arch-1", lambda b: b["jobState"] == "Completed")
+    assert await rows() == ["Completed"]
+    now[0] = dt.datetime(2026, 10, 3, tzinfo=dt.UTC)
+    assert await engine.archive_now() == 1
+    assert await rows() == ["Completed"]
+
+
+async def test_a_database_from_before_usage_columns_is_migrated(tmp_path: Path) -> None:
+    """Finished jobs not yet archived take their usage from their summary rows, which then go."""
+    import sqlite3
+
+    from aiport.plugins.jobstore_sqlite import _SCHEMA, SqliteJobStore
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA)  # the old schema: jobs without usage columns
+    created = dt.datetime(2026, 9, 1, tzinfo=dt.UTC).timestamp()
+    conn.execute("INSERT INTO job_index (id, ref_id, key_id, api, created_at) VALUES (7, 'old-1', 0, 'Chat', ?)",
+                 (created,))
+    conn.execute("INSERT INTO jobs (id, ref_id, api, queue, state, request, created_at, completed_at, provider) "
+                 "VALUES (7, 'old-1', 'Chat', 'alpha', 'Completed', '{}', ?, ?, 'alpha')", (created, created + 1))
+    conn.execute("INSERT INTO summary (id, ref_id, api, queue, provider, model, key_id, state, attempts, "
+                 "prompt_tokens, completion_tokens, duration_ms, ttft_ms, created_at, month) "
+                 "VALUES (7, 'old-1', 'Chat', 'alpha', 'alpha', 'echo-1', 0, 'Completed', 1, 11, 22, 1000, 5, ?, "
+                 "'2026-09')", (created,))
+    conn.commit()
+    conn.close()
+    store = SqliteJobStore(path)
+    await store.open()
+    try:
+        (row,) = await store.summary()
+        assert (row["refId"], row["model"], row["promptTokens"], row["completionTokens"], row["ttftMs"],
+                row["month"]) == ("old-1", "echo-1", 11, 22, 5, "2026-09")
+    finally:
+        await store.close()
+    await store.open()  # opening again changes nothing
+    try:
+        assert len(await store.summary()) == 1
+    finally:
+        await store.close()
 
 
 async def test_sync_calls_without_ref_id_are_recorded_in_batches(client: Any) -> None:
