@@ -157,12 +157,21 @@ async def chat_completion(request: web.Request, dto: OpenAiChatCompletion) -> we
     candidates = _providers(request).candidates(model, provider=dto.provider)
     if dto.stream:
         return await stream_completion(request, dto, model, body, candidates)
-    spec = JobSpec(api=CHAT_API, queue=candidates[0].name, request={"model": model, "body": body},
-                   ref_id=dto.ref_id, tag=dto.tag, requested_provider=dto.provider)
-    job = await call(request, spec, request.app[state.CONFIG].jobs.sync_timeout_chat)
-    raise_for_job(job)
+    job = await _sync_chat(request, CHAT_API, model, body, candidates, dto.ref_id, dto.tag, dto.provider)
     return web.Response(body=jsoncodec.dumpb(job.response or {}), content_type="application/json",
                         headers={"X-Aiport-Provider": job.provider or "", "X-Aiport-Job-Id": str(job.id)})
+
+
+async def _sync_chat(request: web.Request, api_name: str, model: str, body: dict[str, Any],
+                     candidates: list[RuntimeProvider], ref_id: str | None, tag: str | None,
+                     requested: str | None) -> Job:
+    """Run a non-streamed chat as a sync job on the best candidate's queue; the completed job,
+    or the error its failure calls for."""
+    spec = JobSpec(api=api_name, queue=candidates[0].name, request={"model": model, "body": body},
+                   ref_id=ref_id, tag=tag, requested_provider=requested)
+    job = await call(request, spec, request.app[state.CONFIG].jobs.sync_timeout_chat)
+    raise_for_job(job)
+    return job
 
 
 async def queue_chat(request: web.Request, dto: QueueOpenAiChatCompletion) -> QueueOpenAiChatResponse:
@@ -523,10 +532,7 @@ async def ollama_generate(request: web.Request, dto: OllamaGeneration) -> web.St
     candidates = _providers(request).candidates(model, provider=dto.provider)
     if dto.stream:
         return await _stream_ollama(request, dto, model, body, candidates)
-    spec = JobSpec(api=OLLAMA_API, queue=candidates[0].name, request={"model": model, "body": body},
-                   ref_id=dto.ref_id, tag=dto.tag, requested_provider=dto.provider)
-    job = await call(request, spec, request.app[state.CONFIG].jobs.sync_timeout_chat)
-    raise_for_job(job)
+    job = await _sync_chat(request, OLLAMA_API, model, body, candidates, dto.ref_id, dto.tag, dto.provider)
     result = dict(job.response or {})
     if job.duration_ms is not None:
         result["total_duration"] = job.duration_ms * 1_000_000

@@ -561,14 +561,14 @@ class SqliteJobStore:
             return await self._write(complete_new)
 
         def complete(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
+            updated = conn.execute(
                 "UPDATE jobs SET state = 'Completed', response = ?, outputs = ?, completed_at = ?, "
                 "provider = COALESCE(?, provider), progress = 1.0, lease_owner = NULL, lease_expires_at = NULL, "
                 f"duration_ms = CAST((? - started_at) * 1000 AS INTEGER), {_SET_USAGE} "
-                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed') RETURNING id",
+                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
                 (_dumps(dict(result.response)), _dumps(list(result.outputs)), t, result.usage.provider,
-                 t, *_usage_params(result.usage), job_id, owner)).fetchone()
-            if row is None:
+                 t, *_usage_params(result.usage), job_id, owner)).rowcount
+            if updated != 1:
                 return False
             if callback is not None:
                 _insert_callback(conn, callback, t)
@@ -601,14 +601,14 @@ class SqliteJobStore:
                     "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
                     (queue, retry_at.timestamp(), _dumps(dict(error)), error_status, provider,
                      job_id, owner)).rowcount == 1
-            row = conn.execute(
+            updated = conn.execute(
                 "UPDATE jobs SET state = 'Failed', error = ?, error_status = ?, completed_at = ?, "
                 "provider = COALESCE(?, provider), lease_owner = NULL, lease_expires_at = NULL, "
                 f"duration_ms = CAST((? - COALESCE(started_at, created_at)) * 1000 AS INTEGER), {_SET_USAGE} "
-                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed') RETURNING id",
+                "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
                 (_dumps(dict(error)), error_status, t, provider, t, *_usage_params(usage or Usage()),
-                 job_id, owner)).fetchone()
-            if row is None:
+                 job_id, owner)).rowcount
+            if updated != 1:
                 return False
             if callback is not None:
                 _insert_callback(conn, callback, t)
@@ -624,13 +624,13 @@ class SqliteJobStore:
         def cancel(conn: sqlite3.Connection) -> bool:
             if deferred is not None:
                 _insert_job(conn, deferred)
-            row = conn.execute(
+            updated = conn.execute(
                 "UPDATE jobs SET state = 'Cancelled', error = ?, error_status = ?, completed_at = ?, "
                 "lease_owner = NULL, lease_expires_at = NULL, "
                 "duration_ms = CAST((? - COALESCE(started_at, created_at)) * 1000 AS INTEGER) "
-                "WHERE id = ? AND state IN ('Queued', 'Started', 'Executed') RETURNING id",
-                (_dumps(dict(error)), error_status, t, t, job_id)).fetchone()
-            if row is None:
+                "WHERE id = ? AND state IN ('Queued', 'Started', 'Executed')",
+                (_dumps(dict(error)), error_status, t, t, job_id)).rowcount
+            if updated != 1:
                 return False
             if callback is not None:
                 _insert_callback(conn, callback, t)
@@ -677,13 +677,13 @@ class SqliteJobStore:
             failed = conn.execute(
                 "UPDATE jobs SET state = 'Failed', error = ?, error_status = 500, completed_at = ?, "
                 "lease_owner = NULL, lease_expires_at = NULL "
-                f"WHERE state IN ('Started', 'Executed') AND attempts >= max_attempts{lease_clause} "
-                "RETURNING id", (error, t, *params)).fetchall()
+                f"WHERE state IN ('Started', 'Executed') AND attempts >= max_attempts{lease_clause}",
+                (error, t, *params)).rowcount
             requeued = conn.execute(
                 "UPDATE jobs SET state = 'Queued', status = 'Interrupted; requeued', lease_owner = NULL, "
                 "lease_expires_at = NULL, run_after = NULL "
                 f"WHERE state IN ('Started', 'Executed'){lease_clause}", params).rowcount
-            return requeued, len(failed)
+            return requeued, failed
 
         return await self._write(recover)
 
