@@ -61,7 +61,7 @@ def new_ref_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{_ref_random.getrandbits(80):020x}"
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # dict-backed: copied with one dict copy (see _replacer)
 class JobSpec:
     """What an API submits."""
 
@@ -83,7 +83,7 @@ class JobSpec:
     run_after: dt.datetime | None = None
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # dict-backed: built and copied several times per request
 class Job:
     """One job as stored. Times are timezone-aware UTC."""
 
@@ -159,23 +159,25 @@ class JobEvent:
 
 
 def _replacer(cls: type) -> Any:
-    """A ``replace(inst, **changes)`` for a frozen attrs class without validators or converters:
-    what :func:`attrs.evolve` does, at a third of its cost (it runs several times per request)."""
+    """A ``replace(inst, **changes)`` for a frozen, dict-backed attrs class without validators or
+    converters: what :func:`attrs.evolve` does at a tenth of its cost (one dict copy instead of a
+    call per field); it runs several times per request."""
     fields = attrs.fields(cls)
-    if any(f.validator or f.converter for f in fields):
+    if any(f.validator or f.converter for f in fields) or "__dict__" not in dir(cls):
         return attrs.evolve
     names = frozenset(f.name for f in fields)
-    lines = ["def replace(inst, **changes):",
-             "    if not changes.keys() <= names:",
-             "        raise TypeError(f'{cls.__name__} has no field {sorted(changes.keys() - names)[0]!r}')",
-             "    new = new_object(cls)",
-             "    get = changes.get"]
-    lines += [f"    set_attr(new, {f.name!r}, get({f.name!r}, inst.{f.name}))" for f in fields]
-    lines.append("    return new")
-    scope: dict[str, Any] = {"names": names, "cls": cls, "new_object": object.__new__,
-                             "set_attr": object.__setattr__}
-    exec("\n".join(lines), scope)  # generated from the class's own field names, nothing else
-    return scope["replace"]
+    new_object, set_attr = object.__new__, object.__setattr__
+
+    def replace(inst: Any, **changes: Any) -> Any:
+        if not changes.keys() <= names:
+            raise TypeError(f"{cls.__name__} has no field {sorted(changes.keys() - names)[0]!r}")
+        values = inst.__dict__.copy()
+        values.update(changes)
+        new: Any = new_object(cls)
+        set_attr(new, "__dict__", values)
+        return new
+
+    return replace
 
 
 #: ``replace_job(job, **changes)``: a changed copy of a :class:`Job` (like ``attrs.evolve``).
