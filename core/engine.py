@@ -207,6 +207,10 @@ class JobEngine:
         self.listeners: list[Callable[[JobEvent], None]] = []
         #: Job and wait timeouts: one loop timer per tick instead of one per request.
         self.deadlines = Deadlines()
+        # A store that can keep sync jobs in memory while they run starts and finishes them
+        # without awaiting it (see _start_now and _run).
+        self._start_in_memory: Callable[..., Job | None] | None = getattr(store, "start_in_memory", None)
+        self._finish_in_memory: Callable[[Job, Usage], bool] | None = getattr(store, "finish_in_memory", None)
 
     # ------------------------------------------------------------------ set-up
 
@@ -302,16 +306,21 @@ class JobEngine:
         queue = self.queues.get(spec.queue)
         if not self._started or queue is None or not queue.slots.try_acquire():
             return await self.submit(spec), False
-        spec = self.prepared(spec)
         owner = queue.owner
-        try:
-            job, new = await self.store.enqueue(spec, self.clock(), owner=owner, lease=LEASE_SECONDS, defer=True)
-        except BaseException:
-            queue.slots.release()
-            raise
-        if not new:  # a repeated RefId: the job already exists
-            queue.slots.release()
-            return job, False
+        job = None
+        if self._start_in_memory is not None:
+            job = self._start_in_memory(spec, self.clock(), owner, LEASE_SECONDS,
+                                        spec.max_attempts or self.config.jobs.retries + 1)
+        if job is None:
+            try:
+                job, new = await self.store.enqueue(self.prepared(spec), self.clock(), owner=owner,
+                                                    lease=LEASE_SECONDS, defer=True)
+            except BaseException:
+                queue.slots.release()
+                raise
+            if not new:  # a repeated RefId: the job already exists
+                queue.slots.release()
+                return job, False
         self._running[job.id] = asyncio.create_task(self._run(job, owner, queue), name=f"aiport-job-{job.id}")
         return job, True
 
@@ -446,7 +455,8 @@ class JobEngine:
 
     async def _run(self, job: Job, owner: str, queue: WorkQueue) -> None:
         executor = self.executors.get(job.api)
-        bucket = self.stats.setdefault(queue.name, {"received": 0, "completed": 0, "retries": 0, "failed": 0})
+        bucket = self.stats.get(queue.name) or self.stats.setdefault(
+            queue.name, {"received": 0, "completed": 0, "retries": 0, "failed": 0})
         bucket["received"] += 1
         try:
             if executor is None:
@@ -481,8 +491,12 @@ class JobEngine:
                                     outputs=tuple(result.outputs), provider=result.usage.provider or job.provider,
                                     completed_at=now, progress=1.0, lease_owner=None, lease_expires_at=None,
                                     duration_ms=int((now - started).total_seconds() * 1000))
-                callback = self._callback_spec(final, executor)
-            done = await self.store.complete(job.id, owner, result, now, callback=callback, finished=final)
+                callback = self._callback_spec(final, executor) if job.reply_to else None
+            if final is not None and callback is None and self._finish_in_memory is not None \
+                    and self._finish_in_memory(final, result.usage):
+                done = True
+            else:
+                done = await self.store.complete(job.id, owner, result, now, callback=callback, finished=final)
             if done:
                 bucket["completed"] += 1
                 self._emit(JobEvent(api=job.api, state=JobState.COMPLETED.value, key_id=job.key_id,

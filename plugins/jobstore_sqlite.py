@@ -26,6 +26,8 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import functools
+import operator
 import sqlite3
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -122,6 +124,13 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else jsoncodec.dumps(value)
 
 
+def _mapping_json(value: Mapping[str, Any] | None) -> str | None:
+    """JSON of a mapping, copied to a dict only when it is not one (JSON encoders take dicts)."""
+    if value is None:
+        return None
+    return jsoncodec.dumps(value if type(value) is dict else dict(value))
+
+
 def _loads(value: str | None) -> Any:
     return None if value is None else jsoncodec.loads(value)
 
@@ -164,8 +173,9 @@ class SqliteJobStore:
         self._ids: collections.deque[int] = collections.deque()
         self._deferred: dict[int, tuple[Job, JobSpec]] = {}
         self._deferred_refs: dict[str, int] = {}
-        self._buffer: list[tuple[Job, Usage]] = []
-        self._buffered: dict[int, Job] = {}
+        self._buffer: list[tuple[Any, ...]] = []
+        #: Finished jobs waiting in the buffer, as their rows (``_FINISHED_SYNC_COLUMNS``).
+        self._buffered: dict[int, tuple[Any, ...]] = {}
         self._buffered_refs: dict[str, int] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
@@ -414,19 +424,41 @@ class SqliteJobStore:
             if not self._ids:  # another reservation may have refilled it meanwhile
                 self._ids.extend(range(first, last + 1))
 
-    def _defer(self, spec: JobSpec, now: dt.datetime, owner: str, lease: float) -> Job:
+    def _defer(self, spec: JobSpec, now: dt.datetime, owner: str, lease: float,
+               max_attempts: int | None = None) -> Job:
         job = Job(id=self._ids.popleft(), ref_id=new_ref_id(), api=spec.api, queue=spec.queue,
                   state=JobState.STARTED, request=spec.request, key_id=spec.key_id, tag=spec.tag,
-                  requested_provider=spec.requested_provider, attempts=1, max_attempts=spec.max_attempts or 3,
-                  parent_id=spec.parent_id, created_at=now, started_at=now, lease_owner=owner,
-                  lease_expires_at=now + dt.timedelta(seconds=lease))
+                  requested_provider=spec.requested_provider, attempts=1,
+                  max_attempts=spec.max_attempts or max_attempts or 3, parent_id=spec.parent_id, created_at=now,
+                  started_at=now, lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease))
         self._deferred[job.id] = (job, spec)
         self._deferred_refs[job.ref_id] = job.id
         return job
 
+    def start_in_memory(self, spec: JobSpec, now: dt.datetime, owner: str, lease: float,
+                        max_attempts: int) -> Job | None:
+        """Start a sync job in memory (no write, no await), like ``enqueue(..., defer=True)``; ``None``
+        when it does not qualify (RefId, ReplyTo or uploads) or no reserved id is left."""
+        if spec.ref_id is not None or spec.reply_to or spec.inputs or not self._ids:
+            return None
+        return self._defer(spec, now, owner, lease, max_attempts)
+
+    def finish_in_memory(self, finished: Job, usage: Usage) -> bool:
+        """Finish a job started in memory and still there (not written meanwhile by a retry, a
+        cancel or a sync timeout): it joins the batch of finished jobs to write. ``False``: it is
+        not in memory, and the caller must use :meth:`complete`."""
+        if self._deferred.pop(finished.id, None) is None:
+            return False
+        self._deferred_refs.pop(finished.ref_id, None)
+        self._finish_deferred(finished, usage)
+        return True
+
     def _in_memory(self, job_id: int) -> Job | None:
         deferred = self._deferred.get(job_id)
-        return deferred[0] if deferred is not None else self._buffered.get(job_id)
+        if deferred is not None:
+            return deferred[0]
+        row = self._buffered.get(job_id)
+        return None if row is None else _finished_sync_job(row)
 
     def _take_deferred(self, job_id: int) -> Job | None:
         found = self._deferred.pop(job_id, None)
@@ -444,8 +476,12 @@ class SqliteJobStore:
         return True
 
     def _finish_deferred(self, job: Job, usage: Usage) -> None:
-        self._buffer.append((job, usage))
-        self._buffered[job.id] = job
+        # Kept as its row, not as the job: a row of strings and numbers holds no objects for the
+        # garbage collector to trace, while a job's request and response dicts kept for the
+        # batch's lifetime outlived young collections and made them much slower.
+        row = _finished_sync_params(job, usage)
+        self._buffer.append(row)
+        self._buffered[job.id] = row
         self._buffered_refs[job.ref_id] = job.id
         if len(self._buffer) >= _FLUSH_ROWS:
             self._spawn_flush()
@@ -470,9 +506,8 @@ class SqliteJobStore:
             return
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.executemany("INSERT INTO job_index (id, ref_id, key_id, api, created_at) VALUES (?, ?, ?, ?, ?)",
-                             [(j.id, j.ref_id, j.key_id, j.api, j.created_at.timestamp()) for j, _ in batch])
-            conn.executemany(_INSERT_FINISHED_JOB, [(*_job_params(j), *_usage_params(u)) for j, u in batch])
+            _insert_rows(conn, "job_index", _INDEX_COLUMNS, [_index_of(row) for row in batch])
+            _insert_rows(conn, "jobs", _FINISHED_SYNC_COLUMNS, batch)
 
         try:
             await self._write(write)
@@ -480,9 +515,9 @@ class SqliteJobStore:
             log.error("writing finished sync jobs failed", count=len(batch), error=repr(exc))
             self._buffer[:0] = batch
             return
-        for job, _ in batch:
-            self._buffered.pop(job.id, None)
-            self._buffered_refs.pop(job.ref_id, None)
+        for row in batch:
+            self._buffered.pop(row[0], None)
+            self._buffered_refs.pop(row[1], None)
 
     async def claim(self, queue: str, owner: str, lease: float, now: dt.datetime, limit: int = 1) -> list[Job]:
         t = now.timestamp()
@@ -784,6 +819,33 @@ def _ensure_archive(path: Path) -> None:
 _INSERT_JOB = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
 _INSERT_FINISHED_JOB = (f"INSERT INTO jobs ({', '.join((*_JOB_COLUMNS, *_USAGE_COLUMNS))}) "
                         f"VALUES ({', '.join('?' * (len(_JOB_COLUMNS) + len(_USAGE_COLUMNS)))})")
+#: The columns a finished in-memory sync job can have set (it had no RefId, ReplyTo or uploads, and
+#: holds no lease); the rest stay NULL. Fewer bound values: this runs for every sync request.
+_FINISHED_SYNC_COLUMNS = (
+    "id", "ref_id", "api", "queue", "state", "key_id", "tag", "requested_provider", "provider", "status",
+    "progress", "attempts", "max_attempts", "request", "response", "error", "error_status", "outputs",
+    "parent_id", "created_at", "started_at", "completed_at", "duration_ms", *_USAGE_COLUMNS,
+)
+_INDEX_COLUMNS = ("id", "ref_id", "key_id", "api", "created_at")
+#: ``job_index`` values of a row of ``_FINISHED_SYNC_COLUMNS``.
+_index_of = operator.itemgetter(*(_FINISHED_SYNC_COLUMNS.index(c) for c in _INDEX_COLUMNS))
+#: Rows per INSERT of a batch. The sqlite3 module releases the GIL around each statement it
+#: steps: one statement per row made the writer thread and the event loop trade the GIL
+#: a thousand times per batch, which cost the loop more than the inserts themselves.
+_ROWS_PER_INSERT = 64 if sqlite3.sqlite_version_info >= (3, 32) else 16  # bound-variable limit 32766 / 999
+
+
+def _insert_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Insert ``rows`` with multi-row ``VALUES`` statements of up to ``_ROWS_PER_INSERT`` rows."""
+    for start in range(0, len(rows), _ROWS_PER_INSERT):
+        part = rows[start:start + _ROWS_PER_INSERT]
+        conn.execute(_multi_row_insert(table, columns, len(part)), [value for row in part for value in row])
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row_insert(table: str, columns: tuple[str, ...], rows: int) -> str:
+    one = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * rows)}"
 _SET_USAGE = ", ".join(f"{name} = ?" for name in _USAGE_COLUMNS)
 #: Ids a deferred sync job takes from one reservation.
 _ID_BLOCK = 1000
@@ -805,6 +867,24 @@ def _job_params(job: Job) -> tuple[Any, ...]:
             _dumps(dict(job.error) if job.error is not None else None), job.error_status, _dumps(dict(job.inputs)),
             _dumps(list(job.outputs)), job.parent_id, _ts(job.created_at), _ts(job.started_at),
             _ts(job.completed_at), _ts(job.run_after), job.lease_owner, _ts(job.lease_expires_at), job.duration_ms)
+
+
+def _finished_sync_params(job: Job, usage: Usage) -> tuple[Any, ...]:
+    """A finished in-memory sync job as a row of ``_FINISHED_SYNC_COLUMNS``."""
+    completed = job.completed_at
+    return (job.id, job.ref_id, job.api, job.queue, job.state.value, job.key_id, job.tag, job.requested_provider,
+            job.provider, job.status, job.progress, job.attempts, job.max_attempts, _mapping_json(job.request),
+            _mapping_json(job.response), _mapping_json(job.error),
+            job.error_status, jsoncodec.dumps(list(job.outputs)) if job.outputs else None, job.parent_id,
+            job.created_at.timestamp(), None if job.started_at is None else job.started_at.timestamp(),
+            None if completed is None else completed.timestamp(), job.duration_ms,
+            usage.model, usage.prompt_tokens, usage.completion_tokens, usage.ttft_ms)
+
+
+def _finished_sync_job(row: tuple[Any, ...]) -> Job:
+    """The job a row of ``_FINISHED_SYNC_COLUMNS`` holds (as reading it back would give it)."""
+    values = dict(zip(_FINISHED_SYNC_COLUMNS, row, strict=True))
+    return _row_to_job(tuple(values.get(column) for column in _JOB_COLUMNS))
 
 
 def _insert_job(conn: sqlite3.Connection, job: Job, usage: Usage | None = None) -> None:
