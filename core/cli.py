@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 a bad config or plugin (one clear line on stderr, no tr
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -54,11 +55,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = attrs.evolve(config, server=server)
     configure_logging(config.logging.level, config.logging.format, config.secrets())
     app = create_app(config)
+    app.on_startup.append(_tune_gc)  # last: after every resource of the app is set up
     log = structlog.get_logger("aiport")
     log.info("serving", url=f"http://{server.host}:{server.port}", version=_version())
     web.run_app(app, host=server.host, port=server.port, access_log=None, print=None,
                 handle_signals=True, shutdown_timeout=10)
     return 0
+
+
+#: Net new container objects before a young-generation collection (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+async def _tune_gc(app: object) -> None:
+    """Garbage collection for a long-running server process (``aiport serve`` only: an app that
+    mounts aiport owns its process's collector).
+
+    A request's objects are freed by reference counting (the request path makes no reference
+    cycles, which a test checks), but the few thousand objects of the requests in flight make
+    CPython's default threshold run a young collection every few dozen requests, each scanning
+    them for nothing; with 10,000 it runs a few times a minute under load. ``gc.freeze()`` moves
+    what start-up built (modules, config, plugins) out of the collector's sight for good, so
+    full collections do not rescan it.
+    """
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -10,6 +11,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from aiport.core import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -126,3 +129,14 @@ def test_ci_runs_the_readme_test_command() -> None:
     opening = readme.split("```")[1]
     assert command in opening, "the README must open with the test command"
     assert command in ci
+
+
+async def test_serve_tunes_the_garbage_collector() -> None:
+    before = gc.get_threshold()
+    try:
+        await cli._tune_gc(object())
+        assert gc.get_threshold() == (cli.GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

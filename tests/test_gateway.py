@@ -5,6 +5,8 @@ recovery probes, client disconnects and accounting."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -194,3 +196,31 @@ async def test_routing_strategies_spread_or_prefer(make_client: Callable[..., An
             assert served.count("a") > served.count("b")
     finally:
         await b.close()
+
+
+async def test_chat_requests_leave_no_reference_cycles(make_client: Callable[..., Any],
+                                                       fakes: dict[str, Any]) -> None:
+    """A request's objects must be freed by reference counting: ``aiport serve`` raises the
+    young-generation GC threshold on that premise (core/cli.py), and a cycle per request
+    would also make every collection slower under load."""
+    client = await make_client({"providers": [provider("oa", "openai", fakes["openai"], [m("m", "gpt-4o-mini")])]})
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+    async def requests(count: int) -> None:
+        for _ in range(count):
+            resp = await client.post("/v1/chat/completions", json=body)
+            assert resp.status == 200, await resp.text()
+            stream = await client.post("/v1/chat/completions", json={**body, "stream": True})
+            assert (await stream.read()).endswith(b"data: [DONE]\n\n")
+
+    await requests(5)  # warm caches and pools first
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        await requests(50)
+        gc.collect()
+        cyclic = [type(o).__qualname__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert len(cyclic) < 50, collections.Counter(cyclic).most_common(10)
