@@ -670,19 +670,9 @@ class HttpChatProvider:
 
     # ----------------------------------------------------------------- requests
 
-    @asynccontextmanager
-    async def open(self, method: str, url: str, *, json_body: Any = None, stream: bool = False,
-                   headers: Mapping[str, str] | None = None, data: Any = None
-                   ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request and yield its (successful) response; map every failure to a ProviderError.
-
-        ``data`` is a non-JSON body (e.g. an :class:`aiohttp.FormData` upload), sent instead of ``json_body``.
-
-        If the block is left before the body was read to the end (the consumer
-        stopped, or was cancelled), the connection is closed rather than reused,
-        which is how the upstream learns that the client went away.
-        """
-        timeout = self._stream_timeout if stream else self._call_timeout
+    def _prepared(self, url: str, json_body: Any, data: Any, headers: Mapping[str, str] | None
+                  ) -> tuple[URL, Any, Mapping[str, str]]:
+        """The parsed URL, the body and the headers of a request."""
         # Parsed once per URL: parsing the string costs more than the rest of building a request,
         # and a provider sends to a handful of URLs all its life.
         urls: dict[str, URL] | None = getattr(self, "_url_cache", None)
@@ -702,6 +692,22 @@ class HttpChatProvider:
                 headers = {**headers, "Content-Type": "application/json"}
         elif headers is None:
             headers = self._default_headers()
+        return target, data, headers
+
+    @asynccontextmanager
+    async def open(self, method: str, url: str, *, json_body: Any = None, stream: bool = False,
+                   headers: Mapping[str, str] | None = None, data: Any = None
+                   ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send a request and yield its (successful) response; map every failure to a ProviderError.
+
+        ``data`` is a non-JSON body (e.g. an :class:`aiohttp.FormData` upload), sent instead of ``json_body``.
+
+        If the block is left before the body was read to the end (the consumer
+        stopped, or was cancelled), the connection is closed rather than reused,
+        which is how the upstream learns that the client went away.
+        """
+        timeout = self._stream_timeout if stream else self._call_timeout
+        target, data, headers = self._prepared(url, json_body, data, headers)
         try:
             async with self._http.request(method, target, data=data, timeout=timeout, headers=headers) as resp:
                 if resp.status >= 400:
@@ -722,8 +728,20 @@ class HttpChatProvider:
     async def request_json(self, method: str, url: str, *, json_body: Any = None,
                            headers: Mapping[str, str] | None = None) -> Any:
         """A non-streamed call whose answer is JSON."""
-        async with self.open(method, url, json_body=json_body, headers=headers) as resp:
-            raw = await resp.read()
+        # What open() does, without its generator-based context manager: this is every
+        # non-streamed chat's path.
+        target, data, sent_headers = self._prepared(url, json_body, None, headers)
+        try:
+            async with self._http.request(method, target, data=data, timeout=self._call_timeout,
+                                          headers=sent_headers) as resp:
+                if resp.status >= 400:
+                    text = await _read_limited(resp.content, _MAX_ERROR_BODY)
+                    raise self.http_error(resp.status, resp.headers, text, resp.reason)
+                raw = await resp.read()
+        except TimeoutError as exc:
+            raise self.transport_error(exc) from None
+        except aiohttp.ClientError as exc:
+            raise self.transport_error(exc) from None
         try:
             return jsoncodec.loads(raw)  # JSON is UTF-8 (RFC 8259): no charset sniffing
         except ValueError:
