@@ -458,13 +458,14 @@ class JobEngine:
         bucket = self.stats.get(queue.name) or self.stats.setdefault(
             queue.name, {"received": 0, "completed": 0, "retries": 0, "failed": 0})
         bucket["received"] += 1
+        # Whoever started this task put it in _running first (cheaper than current_task()).
+        task = self._running.get(job.id) or asyncio.current_task()
+        assert task is not None
         try:
             if executor is None:
                 await self._finish_failed(job, owner, NotFound(f"No executor for API {job.api!r}."), None)
                 return
             ctx = JobContext(job=job, engine=self, owner=owner)
-            task = asyncio.current_task()
-            assert task is not None
             expired: list[bool] = []
             deadline = self.deadlines.call_later(self.config.jobs.timeout, _cancel_task, task, expired)
             try:
@@ -512,7 +513,8 @@ class JobEngine:
         except Exception as exc:  # the store failed; the lease lapses and recovery retries the job
             log.error("job bookkeeping failed", job_id=job.id, error=repr(exc))
         finally:
-            self._running.pop(job.id, None)
+            if self._running.get(job.id) is task:  # not a retry's task started since
+                del self._running[job.id]
             queue.slots.release()
             if queue.slots.waiting:  # a place is free for a job that waits
                 queue.wake.set()
