@@ -80,6 +80,7 @@ def create_app(
     app[state.CLOCK] = clock or system_clock
     app[state.MODELS] = ModelCatalog(registry.models, config.models)
     app[state.ENGINE_SETUP] = []
+    app[state.REQUEST_END] = []
 
     app.on_response_prepare.append(add_request_id)
     if cors_cfg.allow_origins:

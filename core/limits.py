@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -46,7 +46,6 @@ MAX_LOCK = 300.0
 MAX_ADDRESSES = 10_000
 TOKEN_WINDOW = 60.0
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def too_many(message: str, retry_after: float) -> TooManyRequests:
@@ -220,19 +219,17 @@ LIMITER = web.AppKey("aiport.limiter", Limiter)
 HELD = web.RequestKey("aiport.limit_held", int)
 
 
-@web.middleware
-async def release_places(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give back the concurrent place a request took, once its response has ended."""
-    try:
-        return await handler(request)
-    finally:
-        key = request.get(HELD)
-        if key is not None:
-            request.app[LIMITER].release(key)
+def release_places(request: web.Request, response: web.StreamResponse | None, status: int,
+                   seconds: float) -> None:
+    """Give back the concurrent place a request took, once its response has ended (a
+    ``REQUEST_END`` function)."""
+    key = request.get(HELD)
+    if key is not None:
+        request.app[LIMITER].release(key)
 
 
 def install(app: web.Application) -> None:
     """Create the app's limiter (on the app's clock) and its release middleware."""
     clock = app[state.CLOCK]
     app[LIMITER] = Limiter(lambda: clock().timestamp())  # type: ignore[operator]
-    app.middlewares.append(release_places)
+    app[state.REQUEST_END].append(release_places)

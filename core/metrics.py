@@ -17,10 +17,9 @@ happens at scrape time.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +32,6 @@ from .engine import CALLBACK_API
 from .jobs import JobEvent, JobState
 from .version import __version__
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -251,32 +249,15 @@ def _model_label(request: web.Request) -> str:
     return model[:100] if isinstance(model, str) else ""
 
 
-@web.middleware
-async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request (outermost middleware: it sees the status the client got)."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    status = 499  # the client went away (the handler was cancelled)
-    provider = ""
-    try:
-        response = await handler(request)
-        status = response.status
-        provider = response.headers.get("X-Aiport-Provider", "")
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        raise
-    except BaseException:
-        status = 500
-        raise
-    finally:
-        metrics = request.app.get(METRICS)
-        if metrics is not None:
-            # The model label only for answered requests: a refused one may name anything.
-            model = _model_label(request) if status < 400 else ""
-            metrics.observe_request(_api_label(request), provider, model, status, loop.time() - started)
+def observe_request(request: web.Request, response: web.StreamResponse | None, status: int,
+                    seconds: float) -> None:
+    """Count and time a request that ended (a ``REQUEST_END`` function)."""
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        provider = response.headers.get("X-Aiport-Provider", "") if response is not None else ""
+        # The model label only for answered requests: a refused one may name anything.
+        model = _model_label(request) if status < 400 else ""
+        metrics.observe_request(_api_label(request), provider, model, status, seconds)
 
 
 # --------------------------------------------------------------------------- job events
@@ -312,5 +293,5 @@ def install(app: web.Application) -> None:
     if not app[state.CONFIG].metrics.enabled:
         return
     app[METRICS] = Metrics()
-    app.middlewares.insert(0, count_requests)
+    app[state.REQUEST_END].append(observe_request)
     add_plain(app, "GET", "/metrics", metrics_handler, "Prometheus metrics (text exposition format)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -32,20 +33,35 @@ def _info_enabled() -> bool:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request an id (``X-Request-Id``), bind it to every log line, log the outcome."""
+    """Give every request an id (``X-Request-Id``), bind it to every log line, log the outcome,
+    and tell the ``REQUEST_END`` functions (metrics, limits) that it ended.
+
+    The outermost middleware: it sees the status the client got (499: the client went away
+    and the handler was cancelled).
+    """
     incoming = request.headers.get("X-Request-Id", "")
     # Not a secret, just unique enough to follow one request through the logs: no urandom call.
     request_id = incoming if incoming and _VALID_ID.fullmatch(incoming) else f"{random.getrandbits(128):032x}"
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
-    status = 500
+    status = 499
+    response: web.StreamResponse | None = None
     try:
         response = await handler(request)
         status = response.status
         return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        status = 500
+        raise
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
+        seconds = time.perf_counter() - started
         if _info_enabled():
             query = request.query_string
             log.info(
@@ -54,8 +70,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 method=request.method,
                 path=request.path + "?" + _SECRET_QUERY.sub(r"\1****", query) if query else request.path,
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
             )
+        for ended in request.app[state.REQUEST_END]:
+            try:
+                ended(request, response, status, seconds)
+            except Exception as exc:  # bookkeeping must not turn an answered request into an error
+                log.error("a request-end function failed", function=repr(ended), error=repr(exc))
 
 
 @web.middleware

@@ -46,6 +46,10 @@ CLOCK = web.AppKey("aiport.clock", object)
 #: Functions ``(app) -> None`` run at start-up once the engine exists, before it starts
 #: (feature modules register their executors and queues here).
 ENGINE_SETUP = web.AppKey("aiport.engine_setup", list)
+#: Functions ``(request, response, status, seconds) -> None`` the request middleware calls when
+#: a request has ended (``response`` is ``None`` when the handler raised): metrics, limit places.
+#: Plain calls rather than middlewares of their own: each middleware layer costs every request.
+REQUEST_END = web.AppKey("aiport.request_end", list)
 #: Providers from the config whose types are known, enabled and with their keys set.
 RESOLVED_PROVIDERS: web.AppKey[list[Any]] = web.AppKey("aiport.resolved_providers")
 
