@@ -395,23 +395,45 @@ class _FieldPlan:
     hint: Any
     #: Checked even when absent (required) or when present (bounds): else skipped when absent.
     always_check: bool
+    #: ``str``, ``int``, ``float`` or ``bool`` (optional or not): a value of exactly that type needs no coercion.
+    exact: type | None = None
+    #: ``list[dict[str, Any]]`` (optional or not), like chat messages: a list of dicts passes as it is.
+    dict_list: bool = False
 
 
-_PLANS: dict[tuple[type, str], tuple[_FieldPlan, ...]] = {}
+@attrs.frozen
+class _Plan:
+    fields: tuple[_FieldPlan, ...]
+    #: Normalised input key -> the (field's position, key's rank among the field's keys) it names.
+    by_key: dict[str, tuple[tuple[int, int], ...]]
+    #: Positions of the fields checked even when absent (required ones).
+    required: tuple[int, ...]
 
 
-def _plan(cls: type, naming: Naming) -> tuple[_FieldPlan, ...]:
+_PLANS: dict[tuple[type, str], _Plan] = {}
+
+
+def _plan(cls: type, naming: Naming) -> _Plan:
     """Per DTO class, what ``build`` needs of each field, worked out once."""
     plan = _PLANS.get((cls, naming))
     if plan is None:
         hints = type_hints(cls)
         fields = []
-        for a in attrs.fields(cls):
+        by_key: dict[str, tuple[tuple[int, int], ...]] = {}
+        for position, a in enumerate(attrs.fields(cls)):
             meta = field_meta(a)
             name = wire_name(a, naming)
             keys = tuple(dict.fromkeys(norm(k) for k in (a.name, name, *meta.aliases)))
-            fields.append(_FieldPlan(a, meta, name, keys, hints.get(a.name, Any), meta.required))
-        plan = _PLANS[(cls, naming)] = tuple(fields)
+            hint = hints.get(a.name, Any)
+            bare, _ = _unwrap_optional(hint)
+            dict_list = (get_origin(bare) is list and get_origin(get_args(bare)[0]) is dict
+                         and get_args(get_args(bare)[0])[1:] == (Any,))
+            fields.append(_FieldPlan(a, meta, name, keys, hint, meta.required,
+                                     bare if bare in _EXACT else None, dict_list))
+            for rank, key in enumerate(keys):
+                by_key[key] = (*by_key.get(key, ()), (position, rank))
+        required = tuple(i for i, f in enumerate(fields) if f.always_check)
+        plan = _PLANS[(cls, naming)] = _Plan(tuple(fields), by_key, required)
     return plan
 
 
@@ -430,18 +452,25 @@ def build(cls: type, data: Mapping[str, Any], *, naming: Naming | None = None,
         by_norm[norm(str(key))] = item
     kwargs: dict[str, Any] = {}
     errors: list[FieldError] = []
-    for field_plan in _plan(cls, naming):
+    plan = _plan(cls, naming)
+    # Walk the keys sent (a few) rather than the fields (often dozens): position -> (rank, value),
+    # where a field sent under several of its names takes the value of its best-ranked name.
+    sent: dict[int, tuple[int, Any]] = {}
+    for key, item in by_norm.items():
+        for position, rank in plan.by_key.get(key, ()):
+            if position not in sent or rank < sent[position][0]:
+                sent[position] = (rank, item)
+    positions = sorted({*sent, *plan.required})  # field order: errors are listed in it
+    for position in positions:
+        field_plan = plan.fields[position]
         a, fmeta, name = field_plan.attribute, field_plan.meta, field_plan.name
-        raw: Any = _MISSING
-        for key in field_plan.keys:
-            if key in by_norm:
-                raw = by_norm[key]
-                break
-        if raw is _MISSING and not field_plan.always_check:
-            continue
+        raw: Any = sent[position][1] if position in sent else _MISSING
         value: Any = None
         if raw is _MISSING:
             pass
+        elif type(raw) is field_plan.exact or (field_plan.dict_list and type(raw) is list
+                                                and all(type(item) is dict for item in raw)):
+            value = raw  # what coerce() would return, without working out the type again
         else:
             try:
                 value = coerce(raw, field_plan.hint, naming)
