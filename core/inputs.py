@@ -124,8 +124,9 @@ async def read_input(request: web.Request, *, limit: int, spool_dir: Path, allow
     Precedence (later wins): query string, body, path parameters.
     """
     result = RequestInput()
-    for key, value in request.query.items():
-        _add(result.data, key, value)
+    if request.query_string:  # parsing an empty query still builds a multidict
+        for key, value in request.query.items():
+            _add(result.data, key, value)
     if request.can_read_body:
         ctype = request.content_type
         if ctype == "application/json" or ctype.endswith("+json"):
@@ -157,7 +158,8 @@ async def read_input(request: web.Request, *, limit: int, spool_dir: Path, allow
                     f"Content-Type {ctype!r} is not accepted; send application/json, "
                     "application/x-www-form-urlencoded or multipart/form-data."
                 )
-    result.data.update(request.match_info)
+    if request.match_info:
+        result.data.update(request.match_info)
     return result
 
 
