@@ -136,6 +136,9 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     """One outbound HTTP session per app, for providers and callbacks."""
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        # The session serves every caller: a cookie a backend (or a ReplyTo receiver) sets must
+        # not ride along on other callers' requests. Not tracking cookies also saves work per call.
+        cookie_jar=aiohttp.DummyCookieJar(),
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300),
     )
     app[state.HTTP] = session

@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+from aiohttp import web
 from aiport.core import state
 from aiport.core.routing import ProviderManager
 from fakes.anthropic_server import FakeAnthropic
@@ -224,3 +225,35 @@ async def test_chat_requests_leave_no_reference_cycles(make_client: Callable[...
         gc.set_debug(0)
         gc.garbage.clear()
     assert len(cyclic) < 50, collections.Counter(cyclic).most_common(10)
+
+
+async def test_cookies_a_backend_sets_are_not_sent_back(make_client: Callable[..., Any]) -> None:
+    """One outbound session serves every caller, so it keeps no cookies (a host name, not an IP
+    address: aiohttp's default jar ignores cookies from IP addresses anyway)."""
+    seen: list[str | None] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({"id": "c", "object": "chat.completion", "created": 0, "model": "m",
+                                      "choices": [{"index": 0, "finish_reason": "stop",
+                                                   "message": {"role": "assistant", "content": "hi"}}]})
+        response.set_cookie("session", "caller-one-secret")
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(upstream)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        client = await make_client({"providers": [{"name": "up", "type": "openai-compatible", "api_key": "k",
+                                                   "base_url": f"http://localhost:{port}", "models": ["m"]}]})
+        for _ in range(2):
+            resp = await client.post("/v1/chat/completions", json={"model": "m", "messages": [
+                {"role": "user", "content": "hi"}]})
+            assert resp.status == 200, await resp.text()
+        assert seen == [None, None]
+    finally:
+        await runner.cleanup()
