@@ -321,7 +321,8 @@ class JobEngine:
             if not new:  # a repeated RefId: the job already exists
                 queue.slots.release()
                 return job, False
-        self._running[job.id] = asyncio.create_task(self._run(job, owner, queue), name=f"aiport-job-{job.id}")
+        # No task name: formatting and setting one per request costs more than the task itself.
+        self._running[job.id] = asyncio.get_running_loop().create_task(self._run(job, owner, queue))
         return job, True
 
     def _remember_new(self, job_id: int) -> None:

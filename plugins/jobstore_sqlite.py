@@ -135,6 +135,11 @@ def _loads(value: str | None) -> Any:
     return None if value is None else jsoncodec.loads(value)
 
 
+@functools.lru_cache(maxsize=16)
+def _seconds(seconds: float) -> dt.timedelta:
+    return dt.timedelta(seconds=seconds)
+
+
 def _month(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m")
 
@@ -430,7 +435,7 @@ class SqliteJobStore:
                   state=JobState.STARTED, request=spec.request, key_id=spec.key_id, tag=spec.tag,
                   requested_provider=spec.requested_provider, attempts=1,
                   max_attempts=spec.max_attempts or max_attempts or 3, parent_id=spec.parent_id, created_at=now,
-                  started_at=now, lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease))
+                  started_at=now, lease_owner=owner, lease_expires_at=now + _seconds(lease))
         self._deferred[job.id] = (job, spec)
         self._deferred_refs[job.ref_id] = job.id
         return job
