@@ -25,7 +25,7 @@ Deadline = tuple[int, int]
 
 
 class Deadlines:
-    """Callbacks due at a time, grouped by tick. Use from the event loop's thread only."""
+    """Callbacks due at a time, grouped by tick. Use from one event loop, in its thread."""
 
     def __init__(self, tick: float = 0.05) -> None:
         if tick <= 0:
@@ -33,6 +33,8 @@ class Deadlines:
         self.tick = tick
         self._buckets: dict[int, dict[int, tuple[Callable[..., Any], tuple[Any, ...]]]] = {}
         self._keys = itertools.count()
+        #: The loop of the first deadline: all later ones use it (one loop per engine).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
         """Deadlines not yet fired or cancelled."""
@@ -41,7 +43,9 @@ class Deadlines:
     def call_later(self, delay: float, callback: Callable[..., Any], *args: Any) -> Deadline:
         """Call ``callback(*args)`` in ``delay`` seconds (up to one tick later); returns a handle
         for :meth:`cancel`."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         number = math.ceil((loop.time() + delay) / self.tick)
         bucket = self._buckets.get(number)
         if bucket is None:

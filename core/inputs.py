@@ -118,6 +118,10 @@ def _add(data: dict[str, Any], key: str, value: Any) -> None:
         data[key] = value
 
 
+_PLAIN_JSON = frozenset({"application/json", "application/json; charset=utf-8", "application/json;charset=utf-8",
+                         "application/json; charset=UTF-8"})
+
+
 async def read_input(request: web.Request, *, limit: int, spool_dir: Path, allow_files: bool) -> RequestInput:
     """Read every input source of ``request`` into one :class:`RequestInput`.
 
@@ -128,7 +132,9 @@ async def read_input(request: web.Request, *, limit: int, spool_dir: Path, allow
         for key, value in request.query.items():
             _add(result.data, key, value)
     if request.can_read_body:
-        ctype = request.content_type
+        # The common case without aiohttp's full Content-Type parse (an email-header parser).
+        raw_type = request.headers.get("Content-Type", "")
+        ctype = "application/json" if raw_type in _PLAIN_JSON else request.content_type
         if ctype == "application/json" or ctype.endswith("+json"):
             raw = await read_body(request, limit)
             if raw.strip():

@@ -161,7 +161,7 @@ class ProviderManager:
         """Providers that can serve ``model`` now, best first. Raises 404 for an unknown model
         or provider, 503 when every one that serves it is unavailable."""
         excluded = set(exclude)
-        serving = [p for p in self.of_kind(kind) if model in p.models]
+        serving = [p for p in self.providers.values() if p.kind == kind and model in p.models]
         if provider is not None:
             chosen = self.providers.get(provider)
             if chosen is None or chosen.kind != kind:
@@ -183,6 +183,8 @@ class ProviderManager:
             raise ServiceUnavailable(f"No provider serving {model!r} is available right now ({down}).",
                                      headers={"Retry-After": str(int(COOLDOWN_SECONDS))})
         ready = [p for p in online if p.available]
+        if len(ready) == len(online) == 1:  # one provider up: nothing to order
+            return ready
         # Providers cooling down after a failure come last, soonest-back first: better a
         # provider that may have recovered than no answer at all.
         cooling = sorted((p for p in online if not p.available), key=lambda p: p.health.cooldown_until)
