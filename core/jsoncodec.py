@@ -15,7 +15,6 @@ gets a 400 now.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -37,17 +36,24 @@ def dumps(value: Any) -> str:
     return dumpb(value).decode()
 
 
-#: 20 digits in a row: maybe an integer past 64 bits, which orjson would turn into a float.
-_LONG_DIGITS = re.compile(r"[0-9]{20}")
-_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{20}")
+#: Digits to ``0``, every other byte to a space: 20 zeros in the result are 20 digits in a row,
+#: maybe an integer past 64 bits, which orjson would turn into a float. A translate and a
+#: substring search scan a body about ten times faster than a regular expression does.
+_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_DIGITS = b"0" * 20
+
+
+def _has_long_digits(data: bytes | bytearray | str) -> bool:
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    return _LONG_DIGITS in data.translate(_DIGITS_TO_ZERO)
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse a JSON document; raises :class:`ValueError` (a ``json.JSONDecodeError``) if it is not one."""
     if isinstance(data, memoryview):
         data = bytes(data)
-    long_digits = _LONG_DIGITS if isinstance(data, str) else _LONG_DIGITS_BYTES
-    if long_digits.search(data) is None:  # type: ignore[arg-type]
+    if not _has_long_digits(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
