@@ -25,7 +25,7 @@ from .catalog import ModelCatalog
 from .config import Config
 from .engine import CALLBACK_API, CALLBACK_QUEUE, Clock, JobEngine, system_clock
 from .errors import ConfigError
-from .middleware import add_request_id, cors, errors, request_context
+from .middleware import ACCESS_LOG, access_log_enabled, add_request_id, cors, errors, request_context
 from .plugins import build_plugin_manager
 from .providers import resolve_providers
 from .registry import Registry, collect
@@ -81,6 +81,7 @@ def create_app(
     app[state.MODELS] = ModelCatalog(registry.models, config.models)
     app[state.ENGINE_SETUP] = []
     app[state.REQUEST_END] = []
+    app[ACCESS_LOG] = access_log_enabled(config.logging.level)
 
     app.on_response_prepare.append(add_request_id)
     if cors_cfg.allow_origins:

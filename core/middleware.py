@@ -24,11 +24,15 @@ _SECRET_QUERY = re.compile(r"(?i)((?:api_?key|token|secret|key)=)[^&]*")
 log = structlog.get_logger("aiport.http")
 
 
-def _info_enabled() -> bool:
-    # Filtering loggers (aiport's logging setup) answer at once; a host app's own
-    # structlog setup may not have the method, and then every line is built.
-    check = getattr(log, "is_enabled_for", None)
-    return True if check is None else bool(check(logging.INFO))
+#: Whether request lines are logged (set by ``create_app`` with :func:`access_log_enabled`).
+#: Decided once per app: asking structlog's lazy logger would assemble a logger per request.
+ACCESS_LOG = web.AppKey("aiport.access_log", bool)
+
+
+def access_log_enabled(level: str) -> bool:
+    """Request lines are logged at ``logging.level`` ``info`` or ``debug`` (a host app that
+    mounts aiport filters them further with its own structlog setup)."""
+    return getattr(logging, level.upper(), logging.INFO) <= logging.INFO
 
 
 @web.middleware
@@ -62,7 +66,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     finally:
         structlog.contextvars.reset_contextvars(**tokens)
         seconds = time.perf_counter() - started
-        if _info_enabled():
+        if request.app[ACCESS_LOG]:
             query = request.query_string
             log.info(
                 "request",
