@@ -204,6 +204,13 @@ class JobStore(Protocol):
 
     ``owner`` is a worker's id (``node:pid:worker``); a worker may change a
     ``Started`` job only while it holds the job's lease.
+
+    A store that defers sync jobs (see ``enqueue``) may also offer these, which the
+    engine uses when present, without awaiting: ``start_in_memory(spec, now, owner,
+    lease, max_attempts) -> Job | None`` (the deferred ``enqueue``, or ``None`` when it
+    cannot start the job that way) and ``finish_in_memory(finished, usage) -> bool``
+    (``complete`` for such a job still in memory; ``False`` sends the engine to
+    ``complete``). Both must do no I/O.
     """
 
     async def open(self) -> None: ...
