@@ -330,16 +330,21 @@ class ProviderExecutor(Executor):
         if provider is None:
             raise ProviderError(f"Provider {job.queue!r} is not configured any more.", provider=job.queue,
                                 retryable=True)
-        self._tried.setdefault(job.id, set()).add(provider.name)
         return provider
 
     def succeeded(self, job: Any) -> None:
-        self._tried.pop(job.id, None)
+        if self._tried:
+            self._tried.pop(job.id, None)
 
     def reroute(self, job: Any, error: BaseException) -> str | None:
         if job.requested_provider:
             return None  # a provider the caller asked for is not replaced
-        tried = self._tried.get(job.id, set()) | {job.queue}
+        # Providers are remembered when they fail a job, not when they start one: most jobs
+        # never fail over, and a job's current queue is always its latest try.
+        if len(self._tried) >= 10_000 and job.id not in self._tried:
+            self._tried.clear()  # jobs that failed for good are never told apart: bound the memory
+        tried = self._tried.setdefault(job.id, set())
+        tried.add(job.queue)
         try:
             candidates = self.providers.candidates(str(job.request["model"]), kind=self.kind, exclude=tried)
         except ApiError:
