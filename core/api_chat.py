@@ -168,7 +168,7 @@ async def _sync_chat(request: web.Request, api_name: str, model: str, body: dict
     """Run a non-streamed chat as a sync job on the best candidate's queue; the completed job,
     or the error its failure calls for."""
     spec = JobSpec(api=api_name, queue=candidates[0].name, request={"model": model, "body": body},
-                   ref_id=ref_id, tag=tag, requested_provider=requested)
+                   ref_id=ref_id, tag=tag, requested_provider=requested, key_id=principal_of(request).key_id)
     job = await call(request, spec, request.app[state.CONFIG].jobs.sync_timeout_chat)
     raise_for_job(job)
     return job

@@ -285,11 +285,14 @@ class JobEngine:
         Returns the finished job; after ``timeout`` raises a 504 that names the job,
         which carries on.
         """
-        job, started = await self._start_now(spec)
-        if not started:
-            return await self.wait(job, timeout)
+        loop = asyncio.get_running_loop()
+        job = self._start_here_in_memory(spec, loop)
+        if job is None:
+            job, started = await self._start_now(spec)
+            if not started:
+                return await self.wait(job, timeout)
         # The job's task has not run yet: nothing can have finished it before this waiter exists.
-        future: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Job] = loop.create_future()
         self._waiters[job.id] = [future]
         deadline = self.deadlines.call_later(timeout, _expire, future)
         try:
@@ -300,6 +303,21 @@ class JobEngine:
             self.deadlines.cancel(deadline)
             self._forget_waiter(job.id, future)
 
+    def _start_here_in_memory(self, spec: JobSpec, loop: asyncio.AbstractEventLoop) -> Job | None:
+        """Start ``spec`` here without awaiting anything, if its queue has a free slot and the
+        store can keep the job in memory (see ``JobStore``); ``None`` when not."""
+        queue = self.queues.get(spec.queue)
+        if self._start_in_memory is None or not self._started or queue is None or not queue.slots.try_acquire():
+            return None
+        job = self._start_in_memory(spec, self.clock(), queue.owner, LEASE_SECONDS,
+                                    spec.max_attempts or self.config.jobs.retries + 1)
+        if job is None:
+            queue.slots.release()
+            return None
+        # No task name: formatting and setting one per request costs more than the task itself.
+        self._running[job.id] = loop.create_task(self._run(job, queue.owner, queue))
+        return job
+
     async def _start_now(self, spec: JobSpec) -> tuple[Job, bool]:
         """Run ``spec`` here at once if its queue has a free slot, else queue it; returns the
         job and whether it was started here (``False``: queued, or an existing RefId's job)."""
@@ -307,21 +325,15 @@ class JobEngine:
         if not self._started or queue is None or not queue.slots.try_acquire():
             return await self.submit(spec), False
         owner = queue.owner
-        job = None
-        if self._start_in_memory is not None:
-            job = self._start_in_memory(spec, self.clock(), owner, LEASE_SECONDS,
-                                        spec.max_attempts or self.config.jobs.retries + 1)
-        if job is None:
-            try:
-                job, new = await self.store.enqueue(self.prepared(spec), self.clock(), owner=owner,
-                                                    lease=LEASE_SECONDS, defer=True)
-            except BaseException:
-                queue.slots.release()
-                raise
-            if not new:  # a repeated RefId: the job already exists
-                queue.slots.release()
-                return job, False
-        # No task name: formatting and setting one per request costs more than the task itself.
+        try:
+            job, new = await self.store.enqueue(self.prepared(spec), self.clock(), owner=owner,
+                                                lease=LEASE_SECONDS, defer=True)
+        except BaseException:
+            queue.slots.release()
+            raise
+        if not new:  # a repeated RefId: the job already exists
+            queue.slots.release()
+            return job, False
         self._running[job.id] = asyncio.get_running_loop().create_task(self._run(job, owner, queue))
         return job, True
 
