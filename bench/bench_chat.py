@@ -179,6 +179,11 @@ def main() -> None:
             for name, runs in rounds.items():
                 results[name] = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
                 print(f"{name}: req/s by round " + ", ".join(f"{r['rps']:.0f}" for r in runs), file=sys.stderr)
+            # Each round loads the two back to back: their ratio within a round is what a
+            # shared machine's drift between rounds disturbs least.
+            print("aiport / bare proxy by round: " + ", ".join(
+                f"{a['rps'] / b['rps']:.2f}" for a, b in zip(rounds["aiport"], rounds["bare aiohttp proxy"],
+                                                              strict=True)), file=sys.stderr)
             procs.pop().terminate()
 
             if not args.skip_litellm:
