@@ -30,7 +30,7 @@ import structlog
 from .config import Config
 from .deadlines import Deadlines
 from .errors import ApiError, Conflict, GatewayTimeout, NotFound, ProviderError
-from .jobs import Job, JobEvent, JobResult, JobSpec, JobState, JobStore, Usage, replace_job, replace_spec
+from .jobs import STATE_TEXT, Job, JobEvent, JobResult, JobSpec, JobState, JobStore, Usage, replace_job, replace_spec
 
 log = structlog.get_logger("aiport.jobs")
 
@@ -513,7 +513,7 @@ class JobEngine:
                 done = await self.store.complete(job.id, owner, result, now, callback=callback, finished=final)
             if done:
                 bucket["completed"] += 1
-                self._emit(JobEvent(api=job.api, state=JobState.COMPLETED.value, key_id=job.key_id,
+                self._emit(JobEvent(api=job.api, state=STATE_TEXT[JobState.COMPLETED], key_id=job.key_id,
                                     usage=result.usage, queue=job.queue))
                 if callback is not None:
                     self._wake(CALLBACK_QUEUE)

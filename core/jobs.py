@@ -37,6 +37,9 @@ class JobState(enum.StrEnum):
         return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 
 
+#: Each state's text: ``Enum.value`` is a property lookup, slow on a path run per request.
+STATE_TEXT: dict[JobState, str] = {state: state.value for state in JobState}
+
 ACTIVE_STATES = (JobState.QUEUED, JobState.STARTED, JobState.EXECUTED)
 FINISHED_STATES = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 

@@ -29,7 +29,7 @@ from .api import add_plain
 from .auth import API_NAME, authorize, credential
 from .dto import ApiMeta
 from .engine import CALLBACK_API
-from .jobs import JobEvent, JobState
+from .jobs import STATE_TEXT, JobEvent, JobState
 from .version import __version__
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -38,6 +38,7 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 #: Series of the request counter before new model labels are folded into ``other``
 #: (model names come from requests; this bounds what a client can make us remember).
 MAX_SERIES = 5_000
+_COMPLETED, _FAILED = STATE_TEXT[JobState.COMPLETED], STATE_TEXT[JobState.FAILED]
 _METRICS_META = ApiMeta(name="Metrics", methods=("GET",), routes=(), auth="admin", response=None,
                         summary="Prometheus metrics", tags=(), naming="pascal", uploads=False)
 
@@ -84,9 +85,9 @@ class Metrics:
 
     def job_event(self, event: JobEvent) -> None:
         if event.api == CALLBACK_API:
-            if event.state == JobState.COMPLETED.value:
+            if event.state == _COMPLETED:
                 self.callbacks_delivered += 1
-            elif event.retry or event.state == JobState.FAILED.value:
+            elif event.retry or event.state == _FAILED:
                 final = "false" if event.retry else "true"
                 self.callback_failures[final] = self.callback_failures.get(final, 0) + 1
             return
@@ -102,7 +103,7 @@ class Metrics:
             if value:
                 tkey = (provider, model, kind)
                 self.tokens[tkey] = self.tokens.get(tkey, 0) + value
-        if usage.ttft_ms is not None and event.state == JobState.COMPLETED.value:
+        if usage.ttft_ms is not None and event.state == _COMPLETED:
             histogram = self.ttft.get((provider, model))
             if histogram is None:
                 histogram = self.ttft[(provider, model)] = Histogram(TTFT_BUCKETS)

@@ -41,6 +41,7 @@ from aiport.core.hookspecs import hookimpl
 from aiport.core.jobs import (
     ACTIVE_STATES,
     FINISHED_STATES,
+    STATE_TEXT,
     Job,
     JobQuery,
     JobResult,
@@ -877,7 +878,7 @@ def _job_params(job: Job) -> tuple[Any, ...]:
 def _finished_sync_params(job: Job, usage: Usage) -> tuple[Any, ...]:
     """A finished in-memory sync job as a row of ``_FINISHED_SYNC_COLUMNS``."""
     completed = job.completed_at
-    return (job.id, job.ref_id, job.api, job.queue, job.state.value, job.key_id, job.tag, job.requested_provider,
+    return (job.id, job.ref_id, job.api, job.queue, STATE_TEXT[job.state], job.key_id, job.tag, job.requested_provider,
             job.provider, job.status, job.progress, job.attempts, job.max_attempts, _mapping_json(job.request),
             _mapping_json(job.response), _mapping_json(job.error),
             job.error_status, jsoncodec.dumps(list(job.outputs)) if job.outputs else None, job.parent_id,
