@@ -128,7 +128,7 @@ class Job:
         return self.status or self.state.value
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # built per request: dict-backed frozen classes build faster
 class Usage:
     """Accounting for one finished request, kept in the analytics summary."""
 
@@ -140,7 +140,7 @@ class Usage:
     ttft_ms: int | None = None
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # built per request: dict-backed frozen classes build faster
 class JobResult:
     """What a successful run produced."""
 
@@ -149,7 +149,7 @@ class JobResult:
     usage: Usage = attrs.field(factory=Usage)
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)  # built per request: dict-backed frozen classes build faster
 class JobEvent:
     """A request that finished (or a job that will be retried), as the engine saw it."""
 
