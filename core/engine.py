@@ -208,7 +208,7 @@ class JobEngine:
         #: Job and wait timeouts: one loop timer per tick instead of one per request.
         self.deadlines = Deadlines()
         # A store that can keep sync jobs in memory while they run starts and finishes them
-        # without awaiting it (see _start_now and _run).
+        # without awaiting it (see call and _run).
         self._start_in_memory: Callable[..., Job | None] | None = getattr(store, "start_in_memory", None)
         self._finish_in_memory: Callable[[Job, Usage], bool] | None = getattr(store, "finish_in_memory", None)
 
@@ -286,11 +286,25 @@ class JobEngine:
         which carries on.
         """
         loop = asyncio.get_running_loop()
-        job = self._start_here_in_memory(spec, loop)
+        queue = self.queues.get(spec.queue)
+        if not self._started or queue is None or not queue.slots.try_acquire():
+            return await self.wait(await self.submit(spec), timeout)
+        job = None
+        if self._start_in_memory is not None:  # no write and no await (see JobStore)
+            job = self._start_in_memory(spec, self.clock(), queue.owner, LEASE_SECONDS,
+                                        spec.max_attempts or self.config.jobs.retries + 1)
         if job is None:
-            job, started = await self._start_now(spec)
-            if not started:
+            try:
+                job, new = await self.store.enqueue(self.prepared(spec), self.clock(), owner=queue.owner,
+                                                    lease=LEASE_SECONDS, defer=True)
+            except BaseException:
+                queue.slots.release()
+                raise
+            if not new:  # a repeated RefId: the job already exists
+                queue.slots.release()
                 return await self.wait(job, timeout)
+        # No task name: formatting and setting one per request costs more than the task itself.
+        self._running[job.id] = loop.create_task(self._run(job, queue.owner, queue))
         # The job's task has not run yet: nothing can have finished it before this waiter exists.
         future: asyncio.Future[Job] = loop.create_future()
         self._waiters[job.id] = [future]
@@ -302,40 +316,6 @@ class JobEngine:
         finally:
             self.deadlines.cancel(deadline)
             self._forget_waiter(job.id, future)
-
-    def _start_here_in_memory(self, spec: JobSpec, loop: asyncio.AbstractEventLoop) -> Job | None:
-        """Start ``spec`` here without awaiting anything, if its queue has a free slot and the
-        store can keep the job in memory (see ``JobStore``); ``None`` when not."""
-        queue = self.queues.get(spec.queue)
-        if self._start_in_memory is None or not self._started or queue is None or not queue.slots.try_acquire():
-            return None
-        job = self._start_in_memory(spec, self.clock(), queue.owner, LEASE_SECONDS,
-                                    spec.max_attempts or self.config.jobs.retries + 1)
-        if job is None:
-            queue.slots.release()
-            return None
-        # No task name: formatting and setting one per request costs more than the task itself.
-        self._running[job.id] = loop.create_task(self._run(job, queue.owner, queue))
-        return job
-
-    async def _start_now(self, spec: JobSpec) -> tuple[Job, bool]:
-        """Run ``spec`` here at once if its queue has a free slot, else queue it; returns the
-        job and whether it was started here (``False``: queued, or an existing RefId's job)."""
-        queue = self.queues.get(spec.queue)
-        if not self._started or queue is None or not queue.slots.try_acquire():
-            return await self.submit(spec), False
-        owner = queue.owner
-        try:
-            job, new = await self.store.enqueue(self.prepared(spec), self.clock(), owner=owner,
-                                                lease=LEASE_SECONDS, defer=True)
-        except BaseException:
-            queue.slots.release()
-            raise
-        if not new:  # a repeated RefId: the job already exists
-            queue.slots.release()
-            return job, False
-        self._running[job.id] = asyncio.get_running_loop().create_task(self._run(job, owner, queue))
-        return job, True
 
     def _remember_new(self, job_id: int) -> None:
         if len(self._just_submitted) > 10_000:  # queued calls nobody waits for

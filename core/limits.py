@@ -47,7 +47,6 @@ MAX_ADDRESSES = 10_000
 TOKEN_WINDOW = 60.0
 
 
-
 def too_many(message: str, retry_after: float) -> TooManyRequests:
     return TooManyRequests(message, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 

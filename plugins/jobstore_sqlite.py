@@ -390,8 +390,8 @@ class SqliteJobStore:
                 "lease_owner, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 f"RETURNING {', '.join(_JOB_COLUMNS)}",
                 (job_id, ref_id, spec.api, spec.queue, state, spec.key_id, spec.tag, spec.reply_to,
-                 spec.requested_provider, attempts, spec.max_attempts, _dumps(dict(spec.request)),
-                 _dumps(dict(spec.inputs)), spec.parent_id, created, _ts(spec.run_after), started, owner,
+                 spec.requested_provider, attempts, spec.max_attempts, _mapping_json(spec.request),
+                 _mapping_json(spec.inputs), spec.parent_id, created, _ts(spec.run_after), started, owner,
                  expires)).fetchone()
             return row, True
 
@@ -453,9 +453,8 @@ class SqliteJobStore:
         """Finish a job started in memory and still there (not written meanwhile by a retry, a
         cancel or a sync timeout): it joins the batch of finished jobs to write. ``False``: it is
         not in memory, and the caller must use :meth:`complete`."""
-        if self._deferred.pop(finished.id, None) is None:
+        if self._take_deferred(finished.id) is None:
             return False
-        self._deferred_refs.pop(finished.ref_id, None)
         self._finish_deferred(finished, usage)
         return True
 
@@ -607,7 +606,7 @@ class SqliteJobStore:
                 "provider = COALESCE(?, provider), progress = 1.0, lease_owner = NULL, lease_expires_at = NULL, "
                 f"duration_ms = CAST((? - started_at) * 1000 AS INTEGER), {_SET_USAGE} "
                 "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
-                (_dumps(dict(result.response)), _dumps(list(result.outputs)), t, result.usage.provider,
+                (_mapping_json(result.response), _dumps(list(result.outputs)), t, result.usage.provider,
                  t, *_usage_params(result.usage), job_id, owner)).rowcount
             if updated != 1:
                 return False
@@ -640,14 +639,14 @@ class SqliteJobStore:
                     "error_status = ?, provider = COALESCE(?, provider), lease_owner = NULL, "
                     "lease_expires_at = NULL, status = 'Retrying' "
                     "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
-                    (queue, retry_at.timestamp(), _dumps(dict(error)), error_status, provider,
+                    (queue, retry_at.timestamp(), _mapping_json(error), error_status, provider,
                      job_id, owner)).rowcount == 1
             updated = conn.execute(
                 "UPDATE jobs SET state = 'Failed', error = ?, error_status = ?, completed_at = ?, "
                 "provider = COALESCE(?, provider), lease_owner = NULL, lease_expires_at = NULL, "
                 f"duration_ms = CAST((? - COALESCE(started_at, created_at)) * 1000 AS INTEGER), {_SET_USAGE} "
                 "WHERE id = ? AND lease_owner = ? AND state IN ('Started', 'Executed')",
-                (_dumps(dict(error)), error_status, t, provider, t, *_usage_params(usage or Usage()),
+                (_mapping_json(error), error_status, t, provider, t, *_usage_params(usage or Usage()),
                  job_id, owner)).rowcount
             if updated != 1:
                 return False
@@ -670,7 +669,7 @@ class SqliteJobStore:
                 "lease_owner = NULL, lease_expires_at = NULL, "
                 "duration_ms = CAST((? - COALESCE(started_at, created_at)) * 1000 AS INTEGER) "
                 "WHERE id = ? AND state IN ('Queued', 'Started', 'Executed')",
-                (_dumps(dict(error)), error_status, t, t, job_id)).rowcount
+                (_mapping_json(error), error_status, t, t, job_id)).rowcount
             if updated != 1:
                 return False
             if callback is not None:
@@ -700,8 +699,8 @@ class SqliteJobStore:
                 f"completed_at, duration_ms, {', '.join(_USAGE_COLUMNS)}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, ref, spec.api, spec.queue, state.value, spec.key_id, spec.tag, spec.requested_provider,
-                 usage.provider, _dumps(dict(spec.request)), _dumps(dict(response) if response else None),
-                 _dumps(dict(error) if error else None), 502 if error else None, t - duration_ms / 1000,
+                 usage.provider, _mapping_json(spec.request), _mapping_json(response or None),
+                 _mapping_json(error or None), 502 if error else None, t - duration_ms / 1000,
                  t - duration_ms / 1000, t, duration_ms, *_usage_params(usage)))
             return job_id
 
@@ -779,9 +778,9 @@ class SqliteJobStore:
             return None
         archived = await self._fetchone("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) is None
         values = (
-            job.id, job.ref_id, job.api, job.queue, job.state.value, job.key_id, job.tag, job.reply_to,
+            job.id, job.ref_id, job.api, job.queue, STATE_TEXT[job.state], job.key_id, job.tag, job.reply_to,
             job.requested_provider, job.provider, job.status, job.progress, job.attempts, job.max_attempts,
-            _dumps(dict(job.request)), None, None, None, _dumps(dict(job.inputs)), None, job.parent_id,
+            _mapping_json(job.request), None, None, None, _mapping_json(job.inputs), None, job.parent_id,
             job.created_at.timestamp(), None, None, None, None, None, None)
 
         def requeue(conn: sqlite3.Connection) -> Any:
@@ -839,6 +838,12 @@ _index_of = operator.itemgetter(*(_FINISHED_SYNC_COLUMNS.index(c) for c in _INDE
 #: steps: one statement per row made the writer thread and the event loop trade the GIL
 #: a thousand times per batch, which cost the loop more than the inserts themselves.
 _ROWS_PER_INSERT = 64 if sqlite3.sqlite_version_info >= (3, 32) else 16  # bound-variable limit 32766 / 999
+_SET_USAGE = ", ".join(f"{name} = ?" for name in _USAGE_COLUMNS)
+#: Ids a deferred sync job takes from one reservation.
+_ID_BLOCK = 1000
+#: A buffer of finished sync jobs is written after this long, or at this size.
+_FLUSH_SECONDS = 0.2
+_FLUSH_ROWS = 512
 
 
 def _insert_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
@@ -852,12 +857,6 @@ def _insert_rows(conn: sqlite3.Connection, table: str, columns: tuple[str, ...],
 def _multi_row_insert(table: str, columns: tuple[str, ...], rows: int) -> str:
     one = f"({', '.join('?' * len(columns))})"
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * rows)}"
-_SET_USAGE = ", ".join(f"{name} = ?" for name in _USAGE_COLUMNS)
-#: Ids a deferred sync job takes from one reservation.
-_ID_BLOCK = 1000
-#: A buffer of finished sync jobs is written after this long, or at this size.
-_FLUSH_SECONDS = 0.2
-_FLUSH_ROWS = 512
 
 
 def _usage_params(usage: Usage) -> tuple[Any, ...]:
@@ -867,12 +866,12 @@ def _usage_params(usage: Usage) -> tuple[Any, ...]:
 
 def _job_params(job: Job) -> tuple[Any, ...]:
     """A job as a ``jobs`` row, in ``_JOB_COLUMNS`` order."""
-    return (job.id, job.ref_id, job.api, job.queue, job.state.value, job.key_id, job.tag, job.reply_to,
+    return (job.id, job.ref_id, job.api, job.queue, STATE_TEXT[job.state], job.key_id, job.tag, job.reply_to,
             job.requested_provider, job.provider, job.status, job.progress, job.attempts, job.max_attempts,
-            _dumps(dict(job.request)), _dumps(dict(job.response) if job.response is not None else None),
-            _dumps(dict(job.error) if job.error is not None else None), job.error_status, _dumps(dict(job.inputs)),
-            _dumps(list(job.outputs)), job.parent_id, _ts(job.created_at), _ts(job.started_at),
-            _ts(job.completed_at), _ts(job.run_after), job.lease_owner, _ts(job.lease_expires_at), job.duration_ms)
+            _mapping_json(job.request), _mapping_json(job.response), _mapping_json(job.error), job.error_status,
+            _mapping_json(job.inputs), _dumps(list(job.outputs)), job.parent_id, _ts(job.created_at),
+            _ts(job.started_at), _ts(job.completed_at), _ts(job.run_after), job.lease_owner,
+            _ts(job.lease_expires_at), job.duration_ms)
 
 
 def _finished_sync_params(job: Job, usage: Usage) -> tuple[Any, ...]:
@@ -911,7 +910,7 @@ def _insert_callback(conn: sqlite3.Connection, spec: JobSpec, now: float) -> Non
         "INSERT INTO jobs (id, ref_id, api, queue, state, key_id, tag, reply_to, attempts, max_attempts, request, "
         "parent_id, created_at) VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?, 0, ?, ?, ?, ?)",
         (cursor.lastrowid, ref_id, spec.api, spec.queue, spec.key_id, spec.tag, spec.reply_to,
-         spec.max_attempts, _dumps(dict(spec.request)), spec.parent_id, now))
+         spec.max_attempts, _mapping_json(spec.request), spec.parent_id, now))
 
 
 def _run_batch(conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
