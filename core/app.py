@@ -18,19 +18,20 @@ import pluggy
 import structlog
 from aiohttp import web
 
-from . import api_admin, api_chat, api_generation, api_jobs, api_media, keys, limits, metrics, state, ui
-from .api import ApiCatalog, add_api, add_plain
-from .callbacks import CallbackExecutor
+from . import state
 from .catalog import ModelCatalog
 from .config import Config
-from .engine import CALLBACK_API, CALLBACK_QUEUE, Clock, JobEngine, system_clock
 from .errors import ConfigError
-from .middleware import ACCESS_LOG, access_log_enabled, add_request_id, cors, errors, request_context
+from .execution.providers import resolve_providers
+from .execution.routing import ProviderManager
+from .http import admin, chat, generation, jobs, keys, limits, metrics, transforms, ui
+from .http.middleware import ACCESS_LOG, access_log_enabled, add_request_id, cors, errors, request_context
+from .http.routes import ApiCatalog, add_api, add_plain
+from .http.system import add_system_routes
+from .jobs.callbacks import CallbackExecutor
+from .jobs.engine import CALLBACK_API, CALLBACK_QUEUE, Clock, JobEngine, system_clock
 from .plugins import build_plugin_manager
-from .providers import resolve_providers
 from .registry import Registry, collect
-from .routing import ProviderManager
-from .system import add_system_routes
 from .version import __version__
 
 #: How many callbacks are delivered at once.
@@ -88,22 +89,22 @@ def create_app(
         app.on_response_prepare.append(add_cors_headers)
 
     add_system_routes(app)
-    api_jobs.install(app)
-    api_chat.install(app)
-    api_media.install(app)
-    api_generation.install(app)
+    jobs.install(app)
+    chat.install(app)
+    transforms.install(app)
+    generation.install(app)
     limits.install(app)
     metrics.install(app)
-    api_admin.install(app)
+    admin.install(app)
     ui.install(app)
     _add_plugin_routes(app, registry)
 
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_spool_dir)
-    app.cleanup_ctx.append(api_media.artifact_store)
+    app.cleanup_ctx.append(transforms.artifact_store)
     app.cleanup_ctx.append(_jobs)
     app.cleanup_ctx.append(keys.key_service)
-    app.cleanup_ctx.append(api_admin.runtime_providers)
+    app.cleanup_ctx.append(admin.runtime_providers)
     app.cleanup_ctx.append(metrics.observe_jobs)
     for resource in registry.resources:
         app.cleanup_ctx.append(resource.context)

@@ -116,7 +116,7 @@ def _keys_run(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
     """Open the key store of the config's database, run ``work(store)``, close it."""
     import asyncio
 
-    from .keys import key_store_for
+    from .http.keys import key_store_for
 
     async def run() -> int:
         store = key_store_for(config)

@@ -32,7 +32,7 @@ import attrs
 from .errors import BadRequest, FieldError, ValidationFailed
 
 if TYPE_CHECKING:
-    from .inputs import UploadedFile
+    from .http.inputs import UploadedFile
 
 # --------------------------------------------------------------------------- content types
 

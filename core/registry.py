@@ -15,8 +15,8 @@ import attrs
 import pluggy
 from aiohttp import web
 
-from .dto import api_meta, is_api
 from .errors import PluginError
+from .http.dto import api_meta, is_api
 
 if TYPE_CHECKING:
     from .config import Config
@@ -146,7 +146,7 @@ class RouteSpec:
     handler: Callable[..., Awaitable[Any]]
     method: str = ""
     path: str = ""
-    #: A request DTO class (see :mod:`aiport.core.dto`); the handler then gets ``(request, dto)``.
+    #: A request DTO class (see :mod:`aiport.core.http.dto`); the handler then gets ``(request, dto)``.
     dto: type | None = None
     summary: str = ""
 
@@ -159,7 +159,7 @@ class RouteSpec:
 @attrs.frozen
 class RoutingStrategySpec:
     """A routing strategy: ``factory(config)`` returns ``order(candidates) -> candidates``,
-    where candidates are :class:`aiport.core.routing.RuntimeProvider` objects."""
+    where candidates are :class:`aiport.core.execution.routing.RuntimeProvider` objects."""
 
     name: str
     factory: Callable[[Config], Callable[[list[Any]], list[Any]]]

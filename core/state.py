@@ -12,12 +12,12 @@ import pluggy
 from aiohttp import ClientSession, web
 
 if TYPE_CHECKING:
-    from .api import ApiCatalog
     from .catalog import ModelCatalog
     from .config import Config
-    from .engine import JobEngine
+    from .execution.routing import ProviderManager
+    from .http.routes import ApiCatalog
+    from .jobs.engine import JobEngine
     from .registry import Registry
-    from .routing import ProviderManager
 
 CONFIG: web.AppKey[Config] = web.AppKey("aiport.config")
 PLUGIN_MANAGER = web.AppKey("aiport.plugin_manager", pluggy.PluginManager)
@@ -55,9 +55,9 @@ RESOLVED_PROVIDERS: web.AppKey[list[Any]] = web.AppKey("aiport.resolved_provider
 
 # Per-request storage.
 REQUEST_ID = web.RequestKey("aiport.request_id", str)
-#: The caller (an ``aiport.core.auth.Principal``).
+#: The caller (an ``aiport.core.http.auth.Principal``).
 PRINCIPAL = web.RequestKey("aiport.principal", object)
-#: The parsed input (``aiport.core.inputs.RequestInput``), for handlers that need the raw files.
+#: The parsed input (``aiport.core.http.inputs.RequestInput``), for handlers that need the raw files.
 INPUT = web.RequestKey("aiport.input", object)
 #: Set on OpenAI-shaped APIs: errors also carry OpenAI's ``error`` object.
 OPENAI_ERRORS = web.RequestKey("aiport.openai_errors", bool)

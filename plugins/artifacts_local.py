@@ -122,7 +122,7 @@ class LocalArtifactStore:
         :param kind: ``output`` (generated) or ``input`` (an upload, under ``input/``).
         :param when: the date for the path (default: now, UTC); injectable for tests.
         :param sha256: the file's hex digest when the caller already has it (an
-            :class:`~aiport.core.inputs.UploadedFile` does), saving a second read.
+            :class:`~aiport.core.http.inputs.UploadedFile` does), saving a second read.
         :returns: the :class:`~aiport.core.media.StoredArtifact`; storing bytes that
             are already stored under the same path keeps the existing file.
         """

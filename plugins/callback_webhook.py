@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import aiohttp
-from aiport.core.callbacks import check_reply_to
 from aiport.core.config import Config
 from aiport.core.errors import ProviderError
 from aiport.core.hookspecs import hookimpl
+from aiport.core.jobs.callbacks import check_reply_to
 from aiport.core.registry import CallbackStrategyType
 
 

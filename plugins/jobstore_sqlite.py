@@ -38,7 +38,7 @@ import structlog
 from aiport.core import jsoncodec
 from aiport.core.errors import Conflict
 from aiport.core.hookspecs import hookimpl
-from aiport.core.jobs import (
+from aiport.core.jobs.model import (
     ACTIVE_STATES,
     FINISHED_STATES,
     STATE_TEXT,
@@ -164,7 +164,7 @@ _SELECT = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 
 
 class SqliteJobStore:
-    """The :class:`aiport.core.jobs.JobStore` on SQLite files."""
+    """The :class:`aiport.core.jobs.model.JobStore` on SQLite files."""
 
     def __init__(self, database_path: Path) -> None:
         self.path = database_path

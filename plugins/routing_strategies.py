@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from aiport.core.execution.routing import fastest, least_busy, weighted
 from aiport.core.hookspecs import hookimpl
 from aiport.core.registry import RoutingStrategySpec
-from aiport.core.routing import fastest, least_busy, weighted
 
 
 @hookimpl

@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 from aiohttp import web
-from aiport.core.dto import api, field, response_model
 from aiport.core.hookspecs import hookimpl
+from aiport.core.http.dto import api, field, response_model
 from aiport.core.registry import (
     ArtifactStoreType,
     CallbackStrategyType,

@@ -20,9 +20,9 @@ from aiport.contrib_providers.cohere_chat import translate as tr
 from aiport.contrib_providers.cohere_chat.provider import sse_events
 from aiport.core.config import Config, PluginsConfig, ProviderConfig, Secret
 from aiport.core.errors import ConfigError, ProviderError
+from aiport.core.execution.providers import resolve_providers
 from aiport.core.interfaces import ChatProvider
 from aiport.core.plugins import build_plugin_manager, describe_plugins
-from aiport.core.providers import resolve_providers
 from aiport.core.registry import ProviderContext, collect
 from fakes.cohere_server import TEMPLATE_TOKENS, FakeCohere, Reply
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 from aiohttp import web
 from aiport.core import state
-from aiport.core.routing import ProviderManager
+from aiport.core.execution.routing import ProviderManager
 from fakes.anthropic_server import FakeAnthropic
 from fakes.chat_fake import Reply
 from fakes.gemini_server import FakeGemini

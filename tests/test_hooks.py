@@ -12,8 +12,8 @@ import pytest
 from aiport.core import create_app, hookspecs
 from aiport.core.config import PluginsConfig
 from aiport.core.errors import ConfigError, PluginError
+from aiport.core.execution.providers import resolve_providers
 from aiport.core.plugins import build_plugin_manager
-from aiport.core.providers import resolve_providers
 from aiport.core.registry import collect
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ import pytest
 import scripted_provider
 from aiohttp import web
 from aiport.core import create_app, state
-from aiport.core.callbacks import verify
+from aiport.core.jobs.callbacks import verify
 
 SECRET = "admin-secret-for-tests"
 
@@ -385,7 +385,7 @@ async def test_a_sync_call_without_ref_id_is_retried(client: Any) -> None:
 
 
 async def test_deadlines_fire_late_by_at_most_a_tick_and_never_early() -> None:
-    from aiport.core.deadlines import Deadlines
+    from aiport.core.jobs.deadlines import Deadlines
 
     loop = asyncio.get_running_loop()
     deadlines = Deadlines(tick=0.02)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from aiport.core.errors import ValidationFailed
-from aiport.core.inputs import UploadedFile
+from aiport.core.http.inputs import UploadedFile
 from aiport.core.media import (
     Args,
     MediaInput,

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 import attrs
 from aiohttp import web
-from aiport.core.dto import api, field, response_model
 from aiport.core.hookspecs import hookimpl
-from aiport.core.inputs import UploadedFile
+from aiport.core.http.dto import api, field, response_model
+from aiport.core.http.inputs import UploadedFile
 from aiport.core.registry import RouteSpec
 
 

@@ -341,8 +341,8 @@ def make_provider(plugin: str, type_name: str, http: Any, **provider: Any) -> An
     ``provider`` holds the ``providers:`` entry's keys (``base_url``, ``api_key``, options...).
     """
     from aiport.core.config import parse_config
+    from aiport.core.execution.providers import resolve_providers
     from aiport.core.plugins import build_plugin_manager
-    from aiport.core.providers import resolve_providers
     from aiport.core.registry import ProviderContext, collect
 
     entry = {"name": provider.pop("name", "test"), "type": type_name, **provider}

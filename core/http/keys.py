@@ -10,7 +10,7 @@ anyone a working key. A key carries:
   empty means any;
 - an expiry date, a revocation date and notes;
 - per-key limits: requests per minute, concurrent requests, chat tokens per minute
-  (enforced by :mod:`aiport.core.limits`).
+  (enforced by :mod:`aiport.core.http.limits`).
 
 :meth:`KeyService.verify` is on every request's path: it looks the key up by its
 hash, compares the stored hash in constant time and caches what it found for a
@@ -41,9 +41,9 @@ import attrs
 import structlog
 from aiohttp import web
 
-from . import state
+from .. import state
+from ..config import Config
 from .auth import Principal
-from .config import Config
 
 log = structlog.get_logger("aiport.keys")
 

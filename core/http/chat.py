@@ -22,9 +22,15 @@ import attrs
 import structlog
 from aiohttp import web
 
-from . import jsoncodec, state
-from .api import add_api, add_plain
-from .api_jobs import (
+from .. import jsoncodec, state
+from ..errors import BadRequest, NotFound, ProviderError
+from ..execution.routing import ProviderExecutor, ProviderManager, RuntimeProvider
+from ..jobs.engine import JobContext
+from ..jobs.model import Job, JobResult, JobSpec, JobState, Usage
+from ..jsoncodec import dumps
+from .auth import authorize
+from .dto import api, api_meta, build, field, response_model
+from .jobs import (
     ENGINE,
     ChatStatusResponse,
     QueueOpenAiChatResponse,
@@ -35,13 +41,7 @@ from .api_jobs import (
     status_url,
     submit,
 )
-from .auth import authorize
-from .dto import api, api_meta, build, field, response_model
-from .engine import JobContext
-from .errors import BadRequest, NotFound, ProviderError
-from .jobs import Job, JobResult, JobSpec, JobState, Usage
-from .jsoncodec import dumps
-from .routing import ProviderExecutor, ProviderManager, RuntimeProvider
+from .routes import add_api, add_plain
 
 log = structlog.get_logger("aiport.chat")
 

@@ -27,9 +27,9 @@ from pathlib import Path
 import attrs
 from aiohttp import web
 
-from .api import add_plain
-from .errors import NotFound
-from .version import __version__
+from ..errors import NotFound
+from ..version import __version__
+from .routes import add_plain
 
 #: A build id as it appears as the first segment of a static path.
 _BUILD = re.compile(r"b-[0-9a-f]{12}")

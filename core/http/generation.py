@@ -21,27 +21,13 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from . import state
-from .api import add_api
-from .api_jobs import (
-    QueueGenerationResponse,
-    TextOutput,
-    engine_of,
-    generation_callback_body,
-    queued_response,
-    raise_for_job,
-    reply_to_of,
-    submit,
-    tag_of,
-)
-from .api_media import ARTIFACTS, ArtifactGenerationResponse, finish_sync, keep_inputs, stage_inputs
-from .callbacks import check_reply_to
-from .dto import api, field, response_model
-from .engine import JobContext
-from .errors import FieldError, UpstreamError, ValidationFailed
-from .inputs import UploadedFile
-from .jobs import Job, JobResult, JobSpec, Usage
-from .media import (
+from .. import state
+from ..errors import FieldError, UpstreamError, ValidationFailed
+from ..execution.routing import ProviderExecutor, ProviderManager
+from ..jobs.callbacks import check_reply_to
+from ..jobs.engine import JobContext
+from ..jobs.model import Job, JobResult, JobSpec, Usage
+from ..media import (
     IMAGE_TO_IMAGE,
     IMAGE_TO_TEXT,
     IMAGE_UPSCALE,
@@ -53,7 +39,21 @@ from .media import (
     GenerationTask,
     MediaInput,
 )
-from .routing import ProviderExecutor, ProviderManager
+from .dto import api, field, response_model
+from .inputs import UploadedFile
+from .jobs import (
+    QueueGenerationResponse,
+    TextOutput,
+    engine_of,
+    generation_callback_body,
+    queued_response,
+    raise_for_job,
+    reply_to_of,
+    submit,
+    tag_of,
+)
+from .routes import add_api
+from .transforms import ARTIFACTS, ArtifactGenerationResponse, finish_sync, keep_inputs, stage_inputs
 
 MAX_PROMPT = 4000
 #: Image sides must be multiples of this (latent-space models work in 8-pixel blocks).

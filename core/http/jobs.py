@@ -9,14 +9,14 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from . import state
-from .api import add_api, base_url
+from .. import state
+from ..errors import ApiError, BadRequest, FieldError, NotFound
+from ..jobs.callbacks import check_reply_to
+from ..jobs.engine import JobEngine
+from ..jobs.model import Job, JobSpec, JobState, replace_spec
 from .auth import Principal
-from .callbacks import check_reply_to
 from .dto import api, field, response_model
-from .engine import JobEngine
-from .errors import ApiError, BadRequest, FieldError, NotFound
-from .jobs import Job, JobSpec, JobState, replace_spec
+from .routes import add_api, base_url
 
 ENGINE = state.ENGINE
 

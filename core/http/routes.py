@@ -1,6 +1,6 @@
 """Serving request DTOs: route them, parse and validate input, render output.
 
-:func:`add_api` binds a DTO class (see :mod:`aiport.core.dto`) to an async
+:func:`add_api` binds a DTO class (see :mod:`aiport.core.http.dto`) to an async
 handler ``handler(request, dto)`` on an app, at ``/api/{DtoName}`` plus the
 DTO's custom routes. The handler returns an attrs response object, a dict
 (sent as it is, e.g. OpenAI bodies), or any aiohttp response.
@@ -14,11 +14,11 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from . import state
+from .. import state
+from ..jsoncodec import dumps
 from .auth import authorize
 from .dto import ApiMeta, api_meta, build, to_wire
 from .inputs import discard_files, read_input
-from .jsoncodec import dumps
 
 Handler = Callable[[web.Request, Any], Awaitable[Any]]
 

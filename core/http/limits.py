@@ -10,7 +10,7 @@ Everything is in memory, per process, and O(1) per request:
   releases it after the last byte, or when the client goes away).
 - **Chat tokens per minute**: the prompt and completion tokens of each finished
   request are added to a one-minute sliding window per key (the job-store observer in
-  :mod:`aiport.core.metrics` reports them); while a key's window holds ``tpm`` tokens
+  :mod:`aiport.core.http.metrics` reports them); while a key's window holds ``tpm`` tokens
   or more, its new chat requests are refused. A request is never cut off midway: the
   tokens are only known once it has finished.
 - **Failed authentication**: after :data:`FAIL_THRESHOLD` refused credentials from one
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import state
-from .errors import TooManyRequests
+from .. import state
+from ..errors import TooManyRequests
 
 if TYPE_CHECKING:
     from .auth import Principal

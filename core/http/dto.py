@@ -9,7 +9,7 @@ declaration drives:
   ``positive_prompt`` are the same field);
 - validation (required fields, ranges, lengths, choices) into the
   ``responseStatus`` envelope with field errors named as AI Server names them;
-- the OpenAPI 3 document (:mod:`aiport.core.openapi`).
+- the OpenAPI 3 document (:mod:`aiport.core.http.openapi`).
 
 Responses are attrs classes too (or plain dicts for OpenAI-shaped bodies);
 :func:`to_wire` renders attrs objects in camelCase with nulls dropped.
@@ -37,7 +37,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import attrs
 
-from .errors import FieldError, ValidationFailed
+from ..errors import FieldError, ValidationFailed
 
 Naming = Literal["pascal", "camel", "snake"]
 Auth = Literal["none", "key", "admin"]

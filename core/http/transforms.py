@@ -23,9 +23,17 @@ from typing import Any, Literal
 import attrs
 from aiohttp import web
 
-from . import state
-from .api import add_api, add_plain
-from .api_jobs import (
+from .. import state
+from ..errors import ApiError, BadRequest, FieldError, Forbidden, MethodNotAllowed, NotFound, ValidationFailed
+from ..jobs.callbacks import check_reply_to
+from ..jobs.engine import Executor, JobContext
+from ..jobs.model import Job, JobResult, JobSpec, Usage
+from ..media import MediaInput, TransformRequest, content_type_for, owner_key_id
+from ..registry import TransformSpec
+from .auth import authorize
+from .dto import api, api_meta, field, response_model
+from .inputs import RequestInput, UploadedFile
+from .jobs import (
     ArtifactOutput,
     QueueGenerationResponse,
     artifact_results,
@@ -38,15 +46,7 @@ from .api_jobs import (
     submit,
     tag_of,
 )
-from .auth import authorize
-from .callbacks import check_reply_to
-from .dto import api, api_meta, field, response_model
-from .engine import Executor, JobContext
-from .errors import ApiError, BadRequest, FieldError, Forbidden, MethodNotAllowed, NotFound, ValidationFailed
-from .inputs import RequestInput, UploadedFile
-from .jobs import Job, JobResult, JobSpec, Usage
-from .media import MediaInput, TransformRequest, content_type_for, owner_key_id
-from .registry import TransformSpec
+from .routes import add_api, add_plain
 
 ARTIFACTS = web.AppKey("aiport.artifacts", object)
 #: How many transforms of a kind run at once on this node (CPU-bound work).

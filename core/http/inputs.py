@@ -22,8 +22,8 @@ import aiofiles
 import attrs
 from aiohttp import BodyPartReader, web
 
-from . import jsoncodec
-from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .. import jsoncodec
+from ..errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 _CHUNK = 256 * 1024
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")

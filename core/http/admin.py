@@ -32,19 +32,19 @@ import attrs
 import structlog
 from aiohttp import web
 
-from . import state
-from .api import add_api
-from .config import Config, ProviderConfig, Secret, structure
+from .. import state
+from ..config import Config, ProviderConfig, Secret, structure
+from ..errors import ApiError, BadRequest, ConfigError, Conflict, FieldError, NotFound, ServiceUnavailable
+from ..execution.providers import ResolvedProvider, resolve_providers
+from ..execution.routing import ProviderManager, RuntimeProvider
+from ..jobs.engine import CALLBACK_API, CALLBACK_QUEUE, JobEngine
+from ..jobs.model import Job, JobQuery, JobState
+from ..jsoncodec import dumps
+from ..logging import RedactSecrets
 from .dto import api, norm, response_model, to_wire
 from .dto import field as dfield
-from .engine import CALLBACK_API, CALLBACK_QUEUE, JobEngine
-from .errors import ApiError, BadRequest, ConfigError, Conflict, FieldError, NotFound, ServiceUnavailable
-from .jobs import Job, JobQuery, JobState
-from .jsoncodec import dumps
 from .keys import ApiKey, KeyService, is_integrity_error, open_database
-from .logging import RedactSecrets
-from .providers import ResolvedProvider, resolve_providers
-from .routing import ProviderManager, RuntimeProvider
+from .routes import add_api
 
 log = structlog.get_logger("aiport.admin")
 

@@ -24,13 +24,14 @@ from typing import Any
 
 from aiohttp import web
 
-from . import limits, state
-from .api import add_plain
+from .. import state
+from ..jobs.engine import CALLBACK_API
+from ..jobs.model import STATE_TEXT, JobEvent, JobState
+from ..version import __version__
+from . import limits
 from .auth import API_NAME, authorize, credential
 from .dto import ApiMeta
-from .engine import CALLBACK_API
-from .jobs import STATE_TEXT, JobEvent, JobState
-from .version import __version__
+from .routes import add_plain
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

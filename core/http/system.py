@@ -6,10 +6,10 @@ import asyncio
 
 from aiohttp import web
 
-from . import state
-from .api import add_plain
+from .. import state
+from ..version import __version__
 from .openapi import build_openapi
-from .version import __version__
+from .routes import add_plain
 
 
 async def up(request: web.Request) -> web.Response:

@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from . import state
-from .errors import ApiError, InternalError, error_for_status
-from .jsoncodec import dumps
-from .state import OPENAI_ERRORS, REQUEST_ID
+from .. import state
+from ..errors import ApiError, InternalError, error_for_status
+from ..jsoncodec import dumps
+from ..state import OPENAI_ERRORS, REQUEST_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

@@ -27,10 +27,10 @@ from typing import Any
 import attrs
 import structlog
 
-from .config import Config
+from ..config import Config
+from ..errors import ApiError, Conflict, GatewayTimeout, NotFound, ProviderError
 from .deadlines import Deadlines
-from .errors import ApiError, Conflict, GatewayTimeout, NotFound, ProviderError
-from .jobs import STATE_TEXT, Job, JobEvent, JobResult, JobSpec, JobState, JobStore, Usage, replace_job, replace_spec
+from .model import STATE_TEXT, Job, JobEvent, JobResult, JobSpec, JobState, JobStore, Usage, replace_job, replace_spec
 
 log = structlog.get_logger("aiport.jobs")
 

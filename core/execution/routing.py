@@ -20,12 +20,12 @@ from typing import Any
 import attrs
 import structlog
 
-from .catalog import ModelCatalog
-from .config import ModelMapping, ProviderConfig
-from .engine import Executor, JobEngine, Slots
-from .errors import ApiError, BadRequest, ConfigError, NotFound, ProviderError, ServiceUnavailable
+from ..catalog import ModelCatalog
+from ..config import ModelMapping, ProviderConfig
+from ..errors import ApiError, BadRequest, ConfigError, NotFound, ProviderError, ServiceUnavailable
+from ..jobs.engine import Executor, JobEngine, Slots
+from ..registry import ProviderContext
 from .providers import ResolvedProvider
-from .registry import ProviderContext
 
 log = structlog.get_logger("aiport.routing")
 

@@ -11,7 +11,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import attrs
 from aiohttp import web
 
-from . import state
+from .. import state
 from .dto import ApiMeta, field_meta, type_hints, wire_name
 from .inputs import UploadedFile
 

@@ -1,9 +1,9 @@
 """Who is calling: the admin (by the admin secret), an API key holder, or anonymous.
 
 API keys themselves are stored and checked by the key service
-(:mod:`aiport.core.keys`, registered as ``services["api_keys"]``); this module
+(:mod:`aiport.core.http.keys`, registered as ``services["api_keys"]``); this module
 extracts the credential and applies the rules of a DTO's ``auth`` level, then the
-key's limits (:mod:`aiport.core.limits`).
+key's limits (:mod:`aiport.core.http.limits`).
 
 A refused credential gets the same answer whether the key is unknown, expired or
 revoked, so a caller cannot learn whether a key exists; each refusal counts
@@ -18,9 +18,10 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from . import limits, state
+from .. import state
+from ..errors import Forbidden, Unauthorized
+from . import limits
 from .dto import ApiMeta
-from .errors import Forbidden, Unauthorized
 
 ANONYMOUS_KEY_ID = 0
 #: The name of the API a request was authorised for (for metrics and logs).

@@ -25,9 +25,9 @@ from typing import Any
 import attrs
 from yarl import URL
 
+from ..errors import BadRequest, FieldError, ValidationFailed
 from .engine import Executor, JobContext
-from .errors import BadRequest, FieldError, ValidationFailed
-from .jobs import Job, JobResult
+from .model import Job, JobResult
 
 METHODS = ("POST", "PUT", "PATCH")
 

@@ -9,9 +9,9 @@ from typing import Any, Literal
 import attrs
 import structlog
 
-from .config import Config, ProviderConfig, Secret, structure
-from .errors import ConfigError
-from .registry import ChatProviderType, MediaProviderType, Registry
+from ..config import Config, ProviderConfig, Secret, structure
+from ..errors import ConfigError
+from ..registry import ChatProviderType, MediaProviderType, Registry
 
 log = structlog.get_logger("aiport.providers")
 

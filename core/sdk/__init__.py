@@ -1,0 +1,1 @@
+"""The plugin SDK: what a provider or transform plugin imports from aiport."""
