@@ -76,7 +76,6 @@ def create_app(
     app[state.CATALOG] = ApiCatalog()
     app[state.SPOOL_DIR] = config.resolve_path(config.storage.artifacts_path) / ".incoming"
     app[state.HEALTH_CHECKS] = {}
-    app[state.SERVICES] = {}
     app[state.RESOLVED_PROVIDERS] = providers
     app[state.CLOCK] = clock or system_clock
     app[state.MODELS] = ModelCatalog(registry.models, config.models)
@@ -161,7 +160,7 @@ async def _jobs(app: web.Application) -> AsyncIterator[None]:
     registry = app[state.REGISTRY]
     store = registry.job_stores[config.storage.job_store].factory(config)
     await store.open()
-    engine = JobEngine(config, store, clock=app[state.CLOCK])  # type: ignore[arg-type]
+    engine = JobEngine(config, store, clock=app[state.CLOCK])
     app[state.ENGINE] = engine
     providers = ProviderManager(engine, app[state.MODELS])
     providers.strategy = registry.routing_strategies[config.routing.strategy].factory(config)

@@ -569,7 +569,7 @@ def _explicit_nulls(request: web.Request, reset: Iterable[str] | None) -> set[st
 
 
 def _keys(request: web.Request) -> KeyService:
-    service = request.app[state.SERVICES].get("api_keys")
+    service = request.app.get(state.KEYS)
     if not isinstance(service, KeyService):
         raise ServiceUnavailable("The API key service is not running.")
     return service
@@ -1197,7 +1197,7 @@ async def summary_stats(request: web.Request, dto: GetSummaryStats) -> web.Respo
                              ("key", int(row.get("keyId") or 0)), ("api", row.get("api") or "")):
             groups[group].setdefault(value, _Totals()).add(row)
     names: dict[int, str] = {0: "anonymous / admin"}
-    service = request.app[state.SERVICES].get("api_keys")
+    service = request.app.get(state.KEYS)
     if isinstance(service, KeyService) and len(groups["key"]) > 1:
         keys, _ = await service.store.list(limit=100_000)
         names.update({k.id: k.name for k in keys})
@@ -1246,7 +1246,7 @@ async def admin_data(request: web.Request, dto: AdminData) -> web.Response:
     admin = request.app.get(PROVIDER_ADMIN)
     chat = len(admin.list("chat")) if admin else len(request.app[state.PROVIDERS].of_kind("chat"))
     media = len(admin.list("media")) if admin else len(request.app[state.PROVIDERS].of_kind("media"))
-    service = request.app[state.SERVICES].get("api_keys")
+    service = request.app.get(state.KEYS)
     keys = await service.store.count(active_at=service.clock()) if isinstance(service, KeyService) else 0
     stats = [PageStat("AiProviders", chat), PageStat("MediaProviders", media), PageStat("ApiKeys", keys),
              PageStat("QueuedJobs", sum(c.get(JobState.QUEUED.value, 0) for c in counts.values())),

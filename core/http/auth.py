@@ -13,7 +13,6 @@ against the caller's address, which is slowed after repeated failures.
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 import attrs
 from aiohttp import web
@@ -88,7 +87,7 @@ async def authenticate(request: web.Request) -> Principal:
         if secret and hmac.compare_digest(token.encode(), secret.reveal().encode()):
             principal = ADMIN
         else:
-            keys: Any = request.app[state.SERVICES].get("api_keys")
+            keys = request.app.get(state.KEYS)
             found = await keys.verify(token) if keys is not None else None
             if found is not None:
                 principal = found

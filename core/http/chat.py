@@ -27,6 +27,7 @@ from ..errors import BadRequest, NotFound, ProviderError
 from ..execution.routing import ProviderExecutor, ProviderManager, RuntimeProvider
 from ..jobs.engine import JobContext
 from ..jobs.model import Job, JobResult, JobSpec, JobState, Usage
+from ..jobs.styles import raise_for_job
 from ..jsoncodec import dumps
 from .auth import authorize
 from .dto import api, api_meta, build, field, response_model
@@ -37,7 +38,6 @@ from .jobs import (
     call,
     find_job,
     principal_of,
-    raise_for_job,
     status_url,
     submit,
 )
@@ -150,7 +150,7 @@ def _providers(request: web.Request) -> ProviderManager:
 
 
 async def chat_completion(request: web.Request, dto: OpenAiChatCompletion) -> web.StreamResponse:
-    data = request[state.INPUT].data  # type: ignore[attr-defined]
+    data = request[state.INPUT].data
     _messages_valid(dto.messages)
     body = upstream_body(data)
     model = request.app[state.MODELS].qualify(dto.model)
@@ -169,9 +169,7 @@ async def _sync_chat(request: web.Request, api_name: str, model: str, body: dict
     or the error its failure calls for."""
     spec = JobSpec(api=api_name, queue=candidates[0].name, request={"model": model, "body": body},
                    ref_id=ref_id, tag=tag, requested_provider=requested, key_id=principal_of(request).key_id)
-    job = await call(request, spec, request.app[state.CONFIG].jobs.sync_timeout_chat)
-    raise_for_job(job)
-    return job
+    return await call(request, spec, request.app[state.CONFIG].jobs.sync_timeout_chat)
 
 
 async def queue_chat(request: web.Request, dto: QueueOpenAiChatCompletion) -> QueueOpenAiChatResponse:

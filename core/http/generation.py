@@ -24,9 +24,9 @@ from aiohttp import web
 from .. import state
 from ..errors import FieldError, UpstreamError, ValidationFailed
 from ..execution.routing import ProviderExecutor, ProviderManager
-from ..jobs.callbacks import check_reply_to
 from ..jobs.engine import JobContext
 from ..jobs.model import Job, JobResult, JobSpec, Usage
+from ..jobs.styles import accept_reply_to, raise_for_job
 from ..media import (
     IMAGE_TO_IMAGE,
     IMAGE_TO_TEXT,
@@ -47,7 +47,6 @@ from .jobs import (
     engine_of,
     generation_callback_body,
     queued_response,
-    raise_for_job,
     reply_to_of,
     submit,
     tag_of,
@@ -280,10 +279,10 @@ def generation_handler(task: str, queued: bool) -> Any:
         spec = JobSpec(api=task, queue=candidates[0].name, request={"model": model, "args": _args(task, dto)},
                        ref_id=dto.ref_id, tag=tag_of(request, dto.tag), reply_to=reply_to_of(request, dto.reply_to),
                        requested_provider=dto.provider)
-        if spec.reply_to:
-            await check_reply_to(spec.reply_to, allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
+        # Checked before keeping anything, and only once.
+        await accept_reply_to(spec.reply_to, allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
         spec = attrs.evolve(spec, inputs=await keep_inputs(request, uploads))
-        job = await submit(request, spec)
+        job = await submit(request, spec, reply_to_accepted=True)
         status_api = "GetTextGenerationStatus" if task in TEXT_TASKS else "GetArtifactGenerationStatus"
         if queued:
             return queued_response(request, job, status_api)

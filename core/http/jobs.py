@@ -1,4 +1,5 @@
-"""Job status and cancellation APIs, and the queue/sync helpers every job-backed API uses."""
+"""Job status and cancellation APIs, and the request-side helpers of the call styles
+(:mod:`aiport.core.jobs.styles`) every job-backed API uses."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import attrs
 from aiohttp import web
 
 from .. import state
-from ..errors import ApiError, BadRequest, FieldError, NotFound
-from ..jobs.callbacks import check_reply_to
+from ..errors import BadRequest, NotFound
 from ..jobs.engine import JobEngine
 from ..jobs.model import Job, JobSpec, JobState, replace_spec
+from ..jobs.styles import accept_reply_to, enqueue, raise_for_job, run_sync
 from .auth import Principal
 from .dto import api, field, response_model
 from .routes import add_api, base_url
@@ -163,25 +164,6 @@ def status_url(request: web.Request, status_api: str, job: Job) -> str:
     return f"{base_url(request)}/api/{status_api}?RefId={job.ref_id}"
 
 
-def job_ref(job: Job) -> dict[str, Any]:
-    return {"jobId": job.id, "refId": job.ref_id, "jobState": job.state.value, "status": job.status_text}
-
-
-def raise_for_job(job: Job) -> None:
-    """A failed or cancelled job becomes the error that fits its cause, still naming the job."""
-    if job.state in (JobState.FAILED, JobState.CANCELLED):
-        error = dict(job.error or {})
-        status = job.error_status or 500
-        err = ApiError(str(error.get("message") or f"Job {job.state.value.lower()}."),
-                       error_code=str(error.get("errorCode") or job.state.value),
-                       extra=job_ref(job))
-        err.status = status if 400 <= status < 600 else 500
-        if error.get("errors"):
-            err.errors = [FieldError(e.get("errorCode", ""), e.get("fieldName", ""), e.get("message", ""))
-                          for e in error["errors"]]
-        raise err
-
-
 def artifact_results(request: web.Request, job: Job) -> list[ArtifactOutput]:
     base = base_url(request)
     out = []
@@ -206,22 +188,22 @@ def generation_status(request: web.Request, job: Job, *, text: bool) -> Generati
     return response
 
 
-async def submit(request: web.Request, spec: JobSpec) -> Job:
-    """Submit a job for the calling key, checking its ReplyTo (SSRF guard) first."""
-    if spec.reply_to:
-        await check_reply_to(spec.reply_to,
-                             allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
-    engine = engine_of(request)
-    return await engine.submit(engine.prepared(spec, key_id=principal_of(request).key_id))
+async def submit(request: web.Request, spec: JobSpec, *, reply_to_accepted: bool = False) -> Job:
+    """Queue a job for the calling key; its ``ReplyTo`` is checked first (SSRF guard) unless the
+    handler already did, before keeping the request's inputs."""
+    if not reply_to_accepted:
+        await accept_reply_to(spec.reply_to,
+                              allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
+    key_id = principal_of(request).key_id
+    return await enqueue(engine_of(request), spec if spec.key_id == key_id else replace_spec(spec, key_id=key_id))
 
 
 async def call(request: web.Request, spec: JobSpec, timeout: float) -> Job:
-    """A sync call for the calling key (no ``ReplyTo``): started in this process at once when
-    its queue has a free slot, and waited for; after ``timeout`` a 504 names the job."""
+    """A sync call for the calling key (no ``ReplyTo``): the completed job, or its error."""
     key_id = principal_of(request).key_id
     if spec.key_id != key_id:  # callers on the hot path build the spec with it already
         spec = replace_spec(spec, key_id=key_id)
-    return await engine_of(request).call(spec, timeout)
+    return await run_sync(engine_of(request), spec, timeout)
 
 
 def queued_response(request: web.Request, job: Job, status_api: str) -> QueueGenerationResponse:

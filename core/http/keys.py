@@ -286,7 +286,7 @@ class _Cached:
 
 
 class KeyService:
-    """The store plus fast verification; registered as ``services["api_keys"]``."""
+    """The store plus fast verification; kept on ``state.KEYS``."""
 
     def __init__(self, store: KeyStore, clock: Callable[[], dt.datetime]) -> None:
         self.store = store
@@ -356,15 +356,13 @@ def key_store_for(config: Config) -> KeyStore:
 
 
 async def key_service(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: open the key store and register ``services["api_keys"]``."""
+    """cleanup_ctx: open the key store and set ``state.KEYS``."""
     store = key_store_for(app[state.CONFIG])
     await store.open()
-    clock: Any = app[state.CLOCK]
-    app[state.SERVICES]["api_keys"] = KeyService(store, clock)
+    app[state.KEYS] = KeyService(store, app[state.CLOCK])
     try:
         yield
     finally:
-        app[state.SERVICES].pop("api_keys", None)
         await store.close()
 
 

@@ -230,5 +230,5 @@ def release_places(request: web.Request, response: web.StreamResponse | None, st
 def install(app: web.Application) -> None:
     """Create the app's limiter (on the app's clock) and its release middleware."""
     clock = app[state.CLOCK]
-    app[LIMITER] = Limiter(lambda: clock().timestamp())  # type: ignore[operator]
+    app[LIMITER] = Limiter(lambda: clock().timestamp())
     app[state.REQUEST_END].append(release_places)

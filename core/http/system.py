@@ -22,7 +22,7 @@ async def health(request: web.Request) -> web.Response:
     checks = request.app[state.HEALTH_CHECKS]
     names = list(checks)
     results = await asyncio.gather(*(checks[n]() for n in names), return_exceptions=True)
-    report = {}
+    report: dict[str, dict[str, object]] = {}
     healthy = True
     for name, result in zip(names, results, strict=True):
         if isinstance(result, BaseException):

@@ -25,9 +25,9 @@ from aiohttp import web
 
 from .. import state
 from ..errors import ApiError, BadRequest, FieldError, Forbidden, MethodNotAllowed, NotFound, ValidationFailed
-from ..jobs.callbacks import check_reply_to
 from ..jobs.engine import Executor, JobContext
 from ..jobs.model import Job, JobResult, JobSpec, Usage
+from ..jobs.styles import accept_reply_to, raise_for_job
 from ..media import MediaInput, TransformRequest, content_type_for, owner_key_id
 from ..registry import TransformSpec
 from .auth import authorize
@@ -41,14 +41,13 @@ from .jobs import (
     generation_callback_body,
     principal_of,
     queued_response,
-    raise_for_job,
     reply_to_of,
     submit,
     tag_of,
 )
 from .routes import add_api, add_plain
 
-ARTIFACTS = web.AppKey("aiport.artifacts", object)
+ARTIFACTS = state.ARTIFACTS
 #: How many transforms of a kind run at once on this node (CPU-bound work).
 _CPUS = os.cpu_count() or 2
 TRANSFORM_CONCURRENCY = {"image": min(4, _CPUS), "video": max(1, _CPUS // 2), "audio": max(1, _CPUS // 2)}
@@ -307,14 +306,13 @@ def transform_handler(name: str, queued: bool) -> Any:
         if name not in registry.transforms:
             raise NotFound(f"No plugin provides the {name} transform (is it disabled?).")
         spec = registry.transforms[name]
-        uploads = _assign_uploads(request[state.INPUT], spec_kind_uploads)  # type: ignore[arg-type]
+        uploads = _assign_uploads(request[state.INPUT], spec_kind_uploads)
         job_spec = JobSpec(api=name, queue=f"local-{spec.kind}", request={"args": _args(dto)},
                            ref_id=dto.ref_id, tag=tag_of(request, dto.tag), reply_to=reply_to_of(request, dto.reply_to))
-        if job_spec.reply_to:  # check before keeping anything
-            await check_reply_to(job_spec.reply_to,
-                                 allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
+        # Checked before keeping anything, and only once.
+        await accept_reply_to(job_spec.reply_to, allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
         inputs = await keep_inputs(request, uploads)
-        job = await submit(request, attrs.evolve(job_spec, inputs=inputs))
+        job = await submit(request, attrs.evolve(job_spec, inputs=inputs), reply_to_accepted=True)
         if queued:
             return queued_response(request, job, "GetArtifactGenerationStatus")
         return await finish_sync(request, job)
