@@ -24,7 +24,7 @@ from .config import Config
 from .errors import ConfigError
 from .execution.providers import resolve_providers
 from .execution.routing import ProviderManager
-from .http import admin, chat, generation, jobs, keys, limits, metrics, transforms, ui
+from .http import admin, chat, generation, jobs, keys, limits, metrics, ollama, transforms, ui
 from .http.middleware import ACCESS_LOG, access_log_enabled, add_request_id, cors, errors, request_context
 from .http.routes import ApiCatalog, add_api, add_plain
 from .http.system import add_system_routes
@@ -90,6 +90,7 @@ def create_app(
     add_system_routes(app)
     jobs.install(app)
     chat.install(app)
+    ollama.install(app)
     transforms.install(app)
     generation.install(app)
     limits.install(app)

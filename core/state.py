@@ -15,6 +15,7 @@ from aiohttp import ClientSession, web
 if TYPE_CHECKING:
     from .catalog import ModelCatalog
     from .config import Config
+    from .execution.chat import ChatExecutor
     from .execution.providers import ResolvedProvider
     from .execution.routing import ProviderManager
     from .http.auth import Principal
@@ -41,6 +42,8 @@ KEYS: web.AppKey[KeyService] = web.AppKey("aiport.keys")
 ARTIFACTS: web.AppKey[ArtifactStore] = web.AppKey("aiport.artifacts")
 #: The job engine (and through it the job store), started in ``cleanup_ctx``.
 ENGINE: web.AppKey[JobEngine] = web.AppKey("aiport.engine")
+#: Runs chat jobs and streamed chat calls, made at start-up once the engine exists.
+CHAT: web.AppKey[ChatExecutor] = web.AppKey("aiport.chat")
 #: Provider instances, health and routing, started in ``cleanup_ctx``.
 PROVIDERS: web.AppKey[ProviderManager] = web.AppKey("aiport.providers")
 #: The model catalog (families and tags), built in ``create_app``.

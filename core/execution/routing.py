@@ -23,7 +23,7 @@ import structlog
 from ..catalog import ModelCatalog
 from ..config import ModelMapping, ProviderConfig
 from ..errors import ApiError, BadRequest, ConfigError, NotFound, ProviderError, ServiceUnavailable
-from ..jobs.engine import Executor, JobEngine, Slots
+from ..jobs.engine import JobEngine, Slots
 from ..registry import ProviderContext
 from .providers import ResolvedProvider
 
@@ -244,6 +244,13 @@ class ProviderManager:
             return False
         return True
 
+    async def check(self, provider: RuntimeProvider) -> bool:
+        """Probe ``provider`` now (an admin's check); a healthy answer ends its cooldown."""
+        healthy = await self.probe(provider)
+        if healthy:
+            self.report_success(provider)
+        return healthy
+
     def set_online(self, provider: RuntimeProvider, online: bool) -> None:
         """Force a provider on or offline (admin); probes leave a forced state alone."""
         provider.health.online = online
@@ -312,41 +319,3 @@ def fastest(candidates: list[RuntimeProvider]) -> list[RuntimeProvider]:
     """Lowest recent latency first (untried providers first, to learn theirs); full ones last."""
     return sorted(candidates, key=lambda p: (p.slots.free <= 0, p.latency if p.latency is not None else -1.0,
                                              -p.config.priority, p.order))
-
-
-class ProviderExecutor(Executor):
-    """An executor whose queues are providers: it finds a job's provider, remembers which
-    providers the job has tried, and fails a job over to the next one serving its model."""
-
-    #: Which providers to fail over to: ``chat`` or ``media``.
-    kind = "chat"
-
-    def __init__(self, providers: ProviderManager) -> None:
-        self.providers = providers
-        self._tried: dict[int, set[str]] = {}
-
-    def provider_for(self, job: Any) -> RuntimeProvider:
-        provider = self.providers.get(job.queue)
-        if provider is None:
-            raise ProviderError(f"Provider {job.queue!r} is not configured any more.", provider=job.queue,
-                                retryable=True)
-        return provider
-
-    def succeeded(self, job: Any) -> None:
-        if self._tried:
-            self._tried.pop(job.id, None)
-
-    def reroute(self, job: Any, error: BaseException) -> str | None:
-        if job.requested_provider:
-            return None  # a provider the caller asked for is not replaced
-        # Providers are remembered when they fail a job, not when they start one: most jobs
-        # never fail over, and a job's current queue is always its latest try.
-        if len(self._tried) >= 10_000 and job.id not in self._tried:
-            self._tried.clear()  # jobs that failed for good are never told apart: bound the memory
-        tried = self._tried.setdefault(job.id, set())
-        tried.add(job.queue)
-        try:
-            candidates = self.providers.candidates(str(job.request["model"]), kind=self.kind, exclude=tried)
-        except ApiError:
-            return None
-        return candidates[0].name if candidates else None

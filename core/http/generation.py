@@ -23,7 +23,8 @@ from aiohttp import web
 
 from .. import state
 from ..errors import FieldError, UpstreamError, ValidationFailed
-from ..execution.routing import ProviderExecutor, ProviderManager
+from ..execution.executor import ProviderExecutor
+from ..execution.routing import ProviderManager
 from ..jobs.engine import JobContext
 from ..jobs.model import Job, JobResult, JobSpec, Usage
 from ..jobs.styles import accept_reply_to, raise_for_job
@@ -240,9 +241,9 @@ class GenerationExecutor(ProviderExecutor):
             try:
                 outputs = await provider.instance.generate(task, ctx.progress)
             except Exception as exc:
-                self.providers.report_failure(provider, exc)
+                self.failed(provider, exc)
                 raise
-            self.providers.report_success(provider)
+            self.served(provider)
             await ctx.executed(provider.name)
             results: list[dict[str, Any]] = []
             for out in outputs:
