@@ -38,6 +38,15 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "aiport.plugins.speech_whisper",
 )
 
+#: Modules of ``aiport.plugins`` that are not plugins but helpers the built-in plugins share
+#: (a plugin imports no other plugin, only these). They implement no hook.
+PLUGIN_HELPER_MODULES: tuple[str, ...] = (
+    "aiport.plugins.chat_common",
+    "aiport.plugins.chat_catalog",
+    "aiport.plugins.media_common",
+    "aiport.plugins.comfyui_workflows",
+)
+
 #: Entry-point group third-party plugins advertise themselves in.
 ENTRY_POINT_GROUP = "aiport"
 
@@ -65,7 +74,8 @@ def build_plugin_manager(
     for name in plugins.disable:
         pm.set_blocked(name)
     for module_name in default_plugins:
-        _register(pm, _import(module_name, "built-in plugin"), builtin_name(module_name))
+        if not pm.is_blocked(builtin_name(module_name)):  # a disabled built-in is not even imported
+            _register(pm, _import(module_name, "built-in plugin"), builtin_name(module_name))
     if entry_points:
         try:
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
@@ -75,9 +85,9 @@ def build_plugin_manager(
             raise PluginError(f"loading an {ENTRY_POINT_GROUP!r} entry-point plugin failed: {exc!r}") from exc
         known.update(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     for module_name in plugins.load:
-        module = _import(module_name, "plugin named in plugins.load")
-        _register(pm, module, module_name)
         known.add(module_name)
+        if not pm.is_blocked(module_name):
+            _register(pm, _import(module_name, "plugin named in plugins.load"), module_name)
     unknown = [n for n in plugins.disable if n not in known]
     if unknown:
         raise PluginError(
