@@ -517,7 +517,7 @@ async def test_every_static_reference_resolves(make_client: Callable[..., Any]) 
     html = await (await client.get("/")).text()
     static = re.search(r'"(ui/static/b-[0-9a-f]{12}/)', html)
     assert static is not None
-    root = Path(__file__).resolve().parent.parent / "plugins" / "data" / "ui" / "static"
+    root = Path(__file__).resolve().parent.parent / "core" / "data" / "ui" / "static"
     for js in sorted(root.glob("js/*.js")):
         for ref in re.findall(r'from "\./([\w.-]+)"', js.read_text()):
             resp = await client.get(f"/{static.group(1)}js/{ref}")

@@ -2,7 +2,7 @@
 their static files at ``/ui/static/...``.
 
 The UI is plain HTML, CSS and ES modules shipped as package data
-(``aiport/plugins/data/ui``), so a wheel needs no front-end build step. It only
+(``aiport/core/data/ui``), so a wheel needs no front-end build step. It only
 calls aiport's own public APIs; nothing here grants access to anything.
 
 Two things make it work wherever aiport is mounted (``parent.add_subapp("/ai/", app)``
@@ -53,8 +53,8 @@ PAGE_HEADERS = {
 
 
 def ui_root() -> Path:
-    """The folder the UI ships in (package data of ``aiport.plugins``)."""
-    return Path(str(resources.files("aiport.plugins").joinpath("data/ui")))
+    """The folder the UI ships in (package data of ``aiport.core``)."""
+    return Path(str(resources.files("aiport.core").joinpath("data/ui")))
 
 
 @attrs.define
