@@ -19,6 +19,10 @@ def test_wheel_installs_the_package_layout(tmp_path: Path) -> None:
     assert "aiport/__init__.py" in names and "aiport/__main__.py" in names
     assert "aiport/core/app.py" in names and "aiport/core/hookspecs.py" in names
     assert "aiport/contrib_providers/cohere_chat/__init__.py" in names
+    # every layer of core, and the UI's files as core's package data
+    for layer in ("http", "jobs", "execution", "sdk"):
+        assert f"aiport/core/{layer}/__init__.py" in names
+    assert "aiport/core/data/ui/index.html" in names and "aiport/core/data/ui/static/js/api.js" in names
     assert not any(n.startswith(("core/", "plugins/", "tests/", "aiport/tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
