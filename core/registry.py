@@ -68,7 +68,7 @@ class ModelSpec:
 @attrs.frozen
 class MediaProviderType:
     """A media-generation backend type; ``factory(ctx)`` returns a
-    :class:`aiport.core.interfaces.MediaProvider`."""
+    :class:`aiport.core.media.MediaProvider`."""
 
     name: str
     factory: Callable[[ProviderContext], Any]
