@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from .catalog import ModelCatalog
     from .config import Config
     from .execution.chat import ChatExecutor
+    from .execution.provider_admin import ProviderAdmin
     from .execution.providers import ResolvedProvider
     from .execution.routing import ProviderManager
     from .http.auth import Principal
@@ -60,6 +61,8 @@ REQUEST_END: web.AppKey[list[Callable[[web.Request, web.StreamResponse | None, i
     web.AppKey("aiport.request_end"))
 #: Providers from the config whose types are known, enabled and with their keys set.
 RESOLVED_PROVIDERS: web.AppKey[list[ResolvedProvider]] = web.AppKey("aiport.resolved_providers")
+#: Providers added, changed and removed at run time, started in ``cleanup_ctx`` after the engine.
+PROVIDER_ADMIN: web.AppKey[ProviderAdmin] = web.AppKey("aiport.provider_admin")
 
 # Per-request storage.
 REQUEST_ID = web.RequestKey("aiport.request_id", str)
