@@ -38,7 +38,8 @@ from ..errors import ApiError, BadRequest, ConfigError, Conflict, FieldError, No
 from ..execution.providers import ResolvedProvider, resolve_providers
 from ..execution.routing import ProviderManager, RuntimeProvider
 from ..jobs.engine import CALLBACK_API, CALLBACK_QUEUE, JobEngine
-from ..jobs.model import Job, JobQuery, JobState
+from ..jobs.model import Job, JobState
+from ..jobs.store import JobQuery
 from ..jsoncodec import dumps
 from ..logging import RedactSecrets
 from .dto import api, norm, response_model, to_wire

@@ -30,7 +30,8 @@ import structlog
 from ..config import Config
 from ..errors import ApiError, Conflict, GatewayTimeout, NotFound, ProviderError
 from .deadlines import Deadlines
-from .model import STATE_TEXT, Job, JobEvent, JobResult, JobSpec, JobState, JobStore, Usage, replace_job, replace_spec
+from .model import STATE_TEXT, Job, JobEvent, JobResult, JobSpec, JobState, Usage, replace_job, replace_spec
+from .store import JobStore, check_job_store
 
 log = structlog.get_logger("aiport.jobs")
 
@@ -183,12 +184,23 @@ class WorkQueue:
 
 
 class JobEngine:
-    """Runs jobs from a :class:`JobStore` on this node."""
+    """Runs jobs from a :class:`~aiport.core.jobs.store.JobStore` on this node.
+
+    Raises :class:`TypeError` for a store that does not meet the contract (see
+    :func:`~aiport.core.jobs.store.check_job_store`).
+    """
 
     def __init__(self, config: Config, store: JobStore, *, clock: Clock = system_clock,
                  node_id: str | None = None) -> None:
         self.config = config
         self.store = store
+        # Checked once here; a deferring store starts and finishes sync jobs in memory,
+        # without awaiting it (see call and _run), through these bound methods.
+        self._deferring = check_job_store(store)
+        self._start_in_memory: Callable[[JobSpec, dt.datetime, str, float, int], Job | None] | None = (
+            self._deferring.start_in_memory if self._deferring is not None else None)
+        self._finish_in_memory: Callable[[Job, Usage], bool] | None = (
+            self._deferring.finish_in_memory if self._deferring is not None else None)
         self.clock = clock
         self.node_id = node_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.queues: dict[str, WorkQueue] = {}
@@ -207,10 +219,6 @@ class JobEngine:
         self.listeners: list[Callable[[JobEvent], None]] = []
         #: Job and wait timeouts: one loop timer per tick instead of one per request.
         self.deadlines = Deadlines()
-        # A store that can keep sync jobs in memory while they run starts and finishes them
-        # without awaiting it (see call and _run).
-        self._start_in_memory: Callable[..., Job | None] | None = getattr(store, "start_in_memory", None)
-        self._finish_in_memory: Callable[[Job, Usage], bool] | None = getattr(store, "finish_in_memory", None)
 
     # ------------------------------------------------------------------ set-up
 
@@ -290,7 +298,7 @@ class JobEngine:
         if not self._started or queue is None or not queue.slots.try_acquire():
             return await self.wait(await self.submit(spec), timeout)
         job = None
-        if self._start_in_memory is not None:  # no write and no await (see JobStore)
+        if self._start_in_memory is not None:  # no write and no await (see DeferringJobStore)
             job = self._start_in_memory(spec, self.clock(), queue.owner, LEASE_SECONDS,
                                         spec.max_attempts or self.config.jobs.retries + 1)
         if job is None:
@@ -361,9 +369,8 @@ class JobEngine:
 
     async def _sync_timeout(self, job: Job, timeout: float) -> GatewayTimeout:
         """The 504 for a caller that stopped waiting; the job carries on."""
-        persist = getattr(self.store, "persist", None)
-        if persist is not None:  # a deferred sync job becomes durable now that its caller may poll it
-            await persist(job.id)
+        if self._deferring is not None:  # a deferred sync job becomes durable now that its caller may poll it
+            await self._deferring.persist(job.id)
         current = await self.store.get(job_id=job.id) or job
         return GatewayTimeout(
             f"The job did not finish within {timeout:g} s; it carries on. Poll its status with "
@@ -593,9 +600,7 @@ class JobEngine:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
             try:
-                renew = getattr(self.store, "renew_owner", None)
-                if renew is not None:
-                    await renew(self.node_id, LEASE_SECONDS, self.clock())
+                await self.store.renew_owner(self.node_id, LEASE_SECONDS, self.clock())
                 await self.store.recover(self.clock(), all_started=False)
                 if time.monotonic() - last_archive > 60:
                     last_archive = time.monotonic()
