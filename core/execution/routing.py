@@ -23,7 +23,9 @@ import structlog
 from ..catalog import ModelCatalog
 from ..config import ModelMapping, ProviderConfig
 from ..errors import ApiError, BadRequest, ConfigError, NotFound, ProviderError, ServiceUnavailable
-from ..jobs.engine import Executor, JobEngine, Slots
+from ..jobs.engine import JobEngine
+from ..jobs.executor import Executor
+from ..jobs.queues import Slots
 from ..registry import ProviderContext
 from .providers import ResolvedProvider
 

@@ -25,7 +25,7 @@ from aiohttp import web
 from .. import jsoncodec, state
 from ..errors import BadRequest, NotFound, ProviderError
 from ..execution.routing import ProviderExecutor, ProviderManager, RuntimeProvider
-from ..jobs.engine import JobContext
+from ..jobs.executor import JobContext
 from ..jobs.model import Job, JobResult, JobSpec, JobState, Usage
 from ..jsoncodec import dumps
 from .auth import authorize

@@ -25,7 +25,7 @@ from .. import state
 from ..errors import FieldError, UpstreamError, ValidationFailed
 from ..execution.routing import ProviderExecutor, ProviderManager
 from ..jobs.callbacks import check_reply_to
-from ..jobs.engine import JobContext
+from ..jobs.executor import JobContext
 from ..jobs.model import Job, JobResult, JobSpec, Usage
 from ..media import (
     IMAGE_TO_IMAGE,

@@ -26,7 +26,7 @@ from aiohttp import web
 from .. import state
 from ..errors import ApiError, BadRequest, FieldError, Forbidden, MethodNotAllowed, NotFound, ValidationFailed
 from ..jobs.callbacks import check_reply_to
-from ..jobs.engine import Executor, JobContext
+from ..jobs.executor import Executor, JobContext
 from ..jobs.model import Job, JobResult, JobSpec, Usage
 from ..media import MediaInput, TransformRequest, content_type_for, owner_key_id
 from ..registry import TransformSpec
