@@ -119,7 +119,7 @@ class ArtifactStoreType:
 
 @attrs.frozen
 class JobStoreType:
-    """``factory(config)`` returns an :class:`aiport.core.interfaces.JobStore`."""
+    """``factory(config)`` returns an :class:`aiport.core.jobs.store.JobStore`."""
 
     name: str
     factory: Callable[..., Any]

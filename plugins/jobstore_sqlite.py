@@ -43,7 +43,6 @@ from aiport.core.jobs.model import (
     FINISHED_STATES,
     STATE_TEXT,
     Job,
-    JobQuery,
     JobResult,
     JobSpec,
     JobState,
@@ -51,6 +50,7 @@ from aiport.core.jobs.model import (
     new_ref_id,
     replace_job,
 )
+from aiport.core.jobs.store import JobQuery
 from aiport.core.registry import JobStoreType
 
 log = structlog.get_logger("aiport.jobs.sqlite")
@@ -164,7 +164,7 @@ _SELECT = f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs"
 
 
 class SqliteJobStore:
-    """The :class:`aiport.core.jobs.model.JobStore` on SQLite files."""
+    """The :class:`aiport.core.jobs.store.JobStore`, deferring sync jobs, on SQLite files."""
 
     def __init__(self, database_path: Path) -> None:
         self.path = database_path

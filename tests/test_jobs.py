@@ -406,3 +406,39 @@ async def test_deadlines_fire_late_by_at_most_a_tick_and_never_early() -> None:
     assert len(deadlines) == 0
     with pytest.raises(ValueError):
         Deadlines(tick=0)
+
+
+class _StoreWithoutLeases:
+    """A store written against an older contract: no claim, no lease renewal."""
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def get(self, job_id: int | None = None, ref_id: str | None = None) -> None:
+        return None
+
+
+def test_the_engine_refuses_a_store_that_lacks_required_methods(make_config: Callable[..., Any]) -> None:
+    from aiport.core.jobs.engine import JobEngine
+
+    with pytest.raises(TypeError) as refused:
+        JobEngine(make_config(config()), _StoreWithoutLeases())
+    message = str(refused.value)
+    assert "_StoreWithoutLeases" in message and "claim" in message and "renew_owner" in message
+    assert "get," not in message and "open" not in message
+
+
+def test_the_engine_refuses_a_store_that_defers_only_in_part(tmp_path: Path,
+                                                             make_config: Callable[..., Any]) -> None:
+    from aiport.core.jobs.engine import JobEngine
+    from aiport.plugins.jobstore_sqlite import SqliteJobStore
+
+    class StartsInMemoryButCannotPersist(SqliteJobStore):
+        persist = None
+
+    with pytest.raises(TypeError, match=r"offers start_in_memory, finish_in_memory but lacks persist"):
+        JobEngine(make_config(config()), StartsInMemoryButCannotPersist(tmp_path / "x.db"))
+    JobEngine(make_config(config()), SqliteJobStore(tmp_path / "y.db"))  # the whole contract: accepted

@@ -18,7 +18,8 @@ import attrs
 import structlog
 
 from ..errors import ProviderError
-from ..jobs.engine import JobContext, JobEngine
+from ..jobs.engine import JobEngine
+from ..jobs.executor import JobContext
 from ..jobs.model import Job, JobResult, JobSpec, JobState, Usage, replace_spec
 from .executor import ProviderExecutor, close_quietly
 from .routing import ProviderManager, RuntimeProvider

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import structlog
 
 from ..errors import ApiError, ProviderError, ServiceUnavailable
-from ..jobs.engine import Executor
+from ..jobs.executor import Executor
 from ..jobs.model import Job
 from .routing import ProviderManager, RuntimeProvider
 

@@ -23,7 +23,8 @@ import structlog
 from ..catalog import ModelCatalog
 from ..config import ModelMapping, ProviderConfig
 from ..errors import ApiError, BadRequest, ConfigError, NotFound, ProviderError, ServiceUnavailable
-from ..jobs.engine import JobEngine, Slots
+from ..jobs.engine import JobEngine
+from ..jobs.queues import Slots
 from ..registry import ProviderContext
 from .providers import ResolvedProvider
 

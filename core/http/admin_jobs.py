@@ -12,7 +12,8 @@ from aiohttp import web
 from .. import state
 from ..errors import BadRequest, NotFound
 from ..jobs.engine import JobEngine
-from ..jobs.model import Job, JobQuery, JobState
+from ..jobs.model import Job, JobState
+from ..jobs.store import JobQuery
 from .admin_common import TAGS
 from .dto import api, response_model
 from .dto import field as dfield

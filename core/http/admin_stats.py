@@ -12,7 +12,8 @@ from aiohttp import web
 
 from .. import state
 from ..jobs.engine import CALLBACK_API, JobEngine
-from ..jobs.model import Job, JobQuery, JobState
+from ..jobs.model import Job, JobState
+from ..jobs.store import JobQuery
 from .admin_common import TAGS
 from .admin_providers import list_providers
 from .dto import api, response_model

@@ -25,7 +25,7 @@ from .. import state
 from ..errors import FieldError, UpstreamError, ValidationFailed
 from ..execution.executor import ProviderExecutor
 from ..execution.routing import ProviderManager
-from ..jobs.engine import JobContext
+from ..jobs.executor import JobContext
 from ..jobs.model import Job, JobResult, JobSpec, Usage
 from ..jobs.styles import accept_reply_to, raise_for_job
 from ..media import (

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from .. import state
 from ..errors import ApiError, BadRequest, FieldError, Forbidden, MethodNotAllowed, NotFound, ValidationFailed
-from ..jobs.engine import Executor, JobContext
+from ..jobs.executor import Executor, JobContext
 from ..jobs.model import Job, JobResult, JobSpec, Usage
 from ..jobs.styles import accept_reply_to, raise_for_job
 from ..media import MediaInput, TransformRequest, content_type_for, owner_key_id

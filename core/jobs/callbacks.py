@@ -26,7 +26,7 @@ import attrs
 from yarl import URL
 
 from ..errors import BadRequest, FieldError, ValidationFailed
-from .engine import Executor, JobContext
+from .executor import Executor, JobContext
 from .model import Job, JobResult
 
 METHODS = ("POST", "PUT", "PATCH")

@@ -15,7 +15,6 @@ job that delivers each result.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import datetime as dt
 import os
@@ -24,13 +23,15 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import attrs
 import structlog
 
 from ..config import Config
-from ..errors import ApiError, Conflict, GatewayTimeout, NotFound, ProviderError
+from ..errors import Conflict, GatewayTimeout, NotFound, ProviderError
 from .deadlines import Deadlines
-from .model import STATE_TEXT, Job, JobEvent, JobResult, JobSpec, JobState, JobStore, Usage, replace_job, replace_spec
+from .executor import Executor, JobContext, error_of, is_retryable
+from .model import STATE_TEXT, Job, JobEvent, JobSpec, JobState, Usage, replace_job, replace_spec
+from .queues import Slots, WorkQueue
+from .store import JobStore, check_job_store
 
 log = structlog.get_logger("aiport.jobs")
 
@@ -59,136 +60,24 @@ def _cancel_task(task: asyncio.Task[Any], expired: list[bool]) -> None:
     task.cancel()
 
 
-class Slots:
-    """A queue's capacity: ``concurrency`` places shared by its worker and streamed calls."""
-
-    def __init__(self, concurrency: int) -> None:
-        self.concurrency = concurrency
-        self.running = 0
-        #: Jobs this node submitted to the queue that no worker has taken yet.
-        self.waiting = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    @property
-    def free(self) -> int:
-        """Places not in use and not promised to waiting jobs (negative when backlogged)."""
-        return self.concurrency - self.running - self.waiting
-
-    def try_acquire(self) -> bool:
-        """Take a place if one is free now (first come, first served with waiting acquirers)."""
-        if self.running < self.concurrency and not self._waiters:
-            self.running += 1
-            return True
-        return False
-
-    async def acquire(self) -> None:
-        if self.try_acquire():
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        try:
-            await future  # release() hands its place over: running stays counted
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.release()  # the place was handed over just as we were cancelled
-            else:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(future)
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            future = self._waiters.popleft()
-            if not future.done():
-                future.set_result(None)
-                return
-        self.running -= 1
-
-    @contextlib.asynccontextmanager
-    async def hold(self) -> Any:
-        await self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
-
-
-@attrs.define
-class JobContext:
-    """What an executor gets besides the job: progress reporting and the engine's services."""
-
-    job: Job
-    engine: JobEngine
-    owner: str
-    _last_progress: float = 0.0
-
-    async def progress(self, value: float | None = None, status: str | None = None) -> None:
-        """Report progress (0..1) and/or a status line; persisted at most a few times a second."""
-        now = time.monotonic()
-        if value is not None and value < 1.0 and now - self._last_progress < 0.25 and status is None:
-            return
-        self._last_progress = now
-        await self.engine.store.progress(self.job.id, self.owner, value, status)
-
-    async def executed(self, provider: str | None = None) -> None:
-        """The backend finished; outputs are being stored."""
-        await self.engine.store.mark_executed(self.job.id, self.owner, provider)
-
-
-class Executor:
-    """How one API's jobs run. Subclass and override :meth:`run`."""
-
-    async def run(self, job: Job, ctx: JobContext) -> JobResult:
-        raise NotImplementedError
-
-    def callback_body(self, job: Job) -> Mapping[str, Any] | None:
-        """The JSON a ``ReplyTo`` receives for a finished ``job`` (``None``: send nothing)."""
-        return None
-
-    def reroute(self, job: Job, error: BaseException) -> str | None:
-        """Another queue to try a failed job on at once (failover), or ``None``."""
-        return None
-
-    def provider_of(self, job: Job) -> str | None:
-        """The provider a job's queue stands for (recorded with its result)."""
-        return job.queue
-
-
-def is_retryable(error: BaseException) -> bool:
-    """Connection errors, timeouts, 429 and 5xx may succeed on a retry; a bad request will not."""
-    if isinstance(error, ProviderError):
-        return error.retryable
-    if isinstance(error, ApiError):
-        return error.status >= 500
-    return isinstance(error, OSError | asyncio.TimeoutError | ConnectionError)
-
-
-def error_of(error: BaseException) -> tuple[dict[str, Any], int]:
-    """The ``responseStatus`` and HTTP status recorded for a failure."""
-    if isinstance(error, ApiError):
-        return error.response_status(), error.status
-    return {"errorCode": type(error).__name__, "message": str(error) or type(error).__name__}, 500
-
-
-class WorkQueue:
-    """One named queue: its slots, its wake-up event and its dispatcher task."""
-
-    def __init__(self, name: str, concurrency: int, owner: str) -> None:
-        self.name = name
-        #: The lease owner this node's workers of the queue use.
-        self.owner = owner
-        self.slots = Slots(concurrency)
-        self.wake = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-
 class JobEngine:
-    """Runs jobs from a :class:`JobStore` on this node."""
+    """Runs jobs from a :class:`~aiport.core.jobs.store.JobStore` on this node.
+
+    Raises :class:`TypeError` for a store that does not meet the contract (see
+    :func:`~aiport.core.jobs.store.check_job_store`).
+    """
 
     def __init__(self, config: Config, store: JobStore, *, clock: Clock = system_clock,
                  node_id: str | None = None) -> None:
         self.config = config
         self.store = store
+        # Checked once here; a deferring store starts and finishes sync jobs in memory,
+        # without awaiting it (see call and _run), through these bound methods.
+        self._deferring = check_job_store(store)
+        self._start_in_memory: Callable[[JobSpec, dt.datetime, str, float, int], Job | None] | None = (
+            self._deferring.start_in_memory if self._deferring is not None else None)
+        self._finish_in_memory: Callable[[Job, Usage], bool] | None = (
+            self._deferring.finish_in_memory if self._deferring is not None else None)
         self.clock = clock
         self.node_id = node_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.queues: dict[str, WorkQueue] = {}
@@ -207,10 +96,6 @@ class JobEngine:
         self.listeners: list[Callable[[JobEvent], None]] = []
         #: Job and wait timeouts: one loop timer per tick instead of one per request.
         self.deadlines = Deadlines()
-        # A store that can keep sync jobs in memory while they run starts and finishes them
-        # without awaiting it (see call and _run).
-        self._start_in_memory: Callable[..., Job | None] | None = getattr(store, "start_in_memory", None)
-        self._finish_in_memory: Callable[[Job, Usage], bool] | None = getattr(store, "finish_in_memory", None)
 
     # ------------------------------------------------------------------ set-up
 
@@ -290,7 +175,7 @@ class JobEngine:
         if not self._started or queue is None or not queue.slots.try_acquire():
             return await self.wait(await self.submit(spec), timeout)
         job = None
-        if self._start_in_memory is not None:  # no write and no await (see JobStore)
+        if self._start_in_memory is not None:  # no write and no await (see DeferringJobStore)
             job = self._start_in_memory(spec, self.clock(), queue.owner, LEASE_SECONDS,
                                         spec.max_attempts or self.config.jobs.retries + 1)
         if job is None:
@@ -361,9 +246,8 @@ class JobEngine:
 
     async def _sync_timeout(self, job: Job, timeout: float) -> GatewayTimeout:
         """The 504 for a caller that stopped waiting; the job carries on."""
-        persist = getattr(self.store, "persist", None)
-        if persist is not None:  # a deferred sync job becomes durable now that its caller may poll it
-            await persist(job.id)
+        if self._deferring is not None:  # a deferred sync job becomes durable now that its caller may poll it
+            await self._deferring.persist(job.id)
         current = await self.store.get(job_id=job.id) or job
         return GatewayTimeout(
             f"The job did not finish within {timeout:g} s; it carries on. Poll its status with "
@@ -593,9 +477,7 @@ class JobEngine:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
             try:
-                renew = getattr(self.store, "renew_owner", None)
-                if renew is not None:
-                    await renew(self.node_id, LEASE_SECONDS, self.clock())
+                await self.store.renew_owner(self.node_id, LEASE_SECONDS, self.clock())
                 await self.store.recover(self.clock(), all_started=False)
                 if time.monotonic() - last_archive > 60:
                     last_archive = time.monotonic()

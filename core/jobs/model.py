@@ -7,8 +7,8 @@ stored. Every state change is conditional on the current state (and, for a
 worker, on holding the job's lease), so several workers, in one process or
 many, can share one store and exactly one of them wins each job.
 
-The store is a plugin (``register_job_stores``); :class:`JobStore` is its
-contract.
+The store is a plugin (``register_job_stores``); its contracts are in
+:mod:`aiport.core.jobs.store`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
@@ -187,125 +187,3 @@ def _replacer(cls: type) -> Any:
 replace_job = _replacer(Job)
 #: ``replace_spec(spec, **changes)``: a changed copy of a :class:`JobSpec`.
 replace_spec = _replacer(JobSpec)
-
-
-@attrs.frozen
-class JobQuery:
-    """A filter for listing jobs (the admin job browser)."""
-
-    states: Sequence[JobState] = ()
-    queue: str | None = None
-    tag: str | None = None
-    key_id: int | None = None
-    api: str | None = None
-    limit: int = 100
-    offset: int = 0
-
-
-class JobStore(Protocol):
-    """Durable storage of jobs. Every method is atomic; state changes are conditional.
-
-    ``owner`` is a worker's id (``node:pid:worker``); a worker may change a
-    ``Started`` job only while it holds the job's lease.
-
-    A store that defers sync jobs (see ``enqueue``) may also offer these, which the
-    engine uses when present, without awaiting: ``start_in_memory(spec, now, owner,
-    lease, max_attempts) -> Job | None`` (the deferred ``enqueue``, or ``None`` when it
-    cannot start the job that way) and ``finish_in_memory(finished, usage) -> bool``
-    (``complete`` for such a job still in memory; ``False`` sends the engine to
-    ``complete``). Both must do no I/O.
-    """
-
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def enqueue(self, spec: JobSpec, now: dt.datetime, *, owner: str | None = None,
-                      lease: float = 0.0, defer: bool = False) -> tuple[Job, bool]:
-        """Insert a ``Queued`` job (or, with ``owner``, one already ``Started`` by that worker
-        holding a ``lease``: a sync call run at once); returns it and whether it is new.
-
-        ``defer`` (a sync call whose caller waits for it): a store may keep the job in
-        memory while it runs and write it when it finishes, in a batch; ``persist``
-        writes it at once. Stores that do not defer ignore it.
-
-        A ``ref_id`` already used by the same key for the same API returns the
-        existing job (idempotent submit); used otherwise, it raises ``Conflict``.
-        """
-        ...
-
-    async def claim(self, queue: str, owner: str, lease: float, now: dt.datetime, limit: int = 1) -> list[Job]:
-        """Atomically take up to ``limit`` of the oldest due ``Queued`` jobs of ``queue``:
-        each becomes ``Started`` with attempts + 1 and a lease held by ``owner``."""
-        ...
-
-    async def renew(self, job_id: int, owner: str, lease: float, now: dt.datetime) -> bool:
-        """Extend the lease; ``False`` when the worker no longer holds the job."""
-        ...
-
-    async def progress(self, job_id: int, owner: str, progress: float | None, status: str | None) -> bool: ...
-
-    async def mark_executed(self, job_id: int, owner: str, provider: str | None) -> bool: ...
-
-    async def complete(self, job_id: int, owner: str, result: JobResult, now: dt.datetime,
-                       callback: JobSpec | None = None, finished: Job | None = None) -> bool:
-        """``Started/Executed -> Completed`` with the result, the analytics row, and the
-        ``ReplyTo`` callback job (if any) in one transaction.
-
-        ``finished``, when the engine built it, is the job as it is once completed; a store
-        that keeps the job in memory may keep that object instead of building its own.
-        """
-        ...
-
-    async def fail(self, job_id: int, owner: str, error: Mapping[str, Any], error_status: int,
-                   now: dt.datetime, *, retry_at: dt.datetime | None = None, queue: str | None = None,
-                   provider: str | None = None, usage: Usage | None = None,
-                   callback: JobSpec | None = None) -> bool:
-        """With ``retry_at``: back to ``Queued`` (optionally on another ``queue``);
-        else ``Failed`` with the error, the analytics row and the callback job."""
-        ...
-
-    async def cancel(self, job_id: int, now: dt.datetime, error: Mapping[str, Any],
-                     callback: JobSpec | None = None, error_status: int = 409) -> Job | None:
-        """``Queued/Started/Executed -> Cancelled``; the job as it is afterwards, or ``None`` if unknown."""
-        ...
-
-    async def record(self, spec: JobSpec, *, state: JobState, response: Mapping[str, Any] | None,
-                     error: Mapping[str, Any] | None, usage: Usage, duration_ms: int, now: dt.datetime) -> int:
-        """Store a request that ran outside the queue (a stream) as a finished job; returns its id."""
-        ...
-
-    async def get(self, job_id: int | None = None, ref_id: str | None = None) -> Job | None:
-        """A job by id or ref id, from the active table or the monthly archives."""
-        ...
-
-    async def recover(self, now: dt.datetime, *, all_started: bool) -> tuple[int, int]:
-        """Requeue (or fail, once attempts are spent) ``Started`` jobs whose lease expired
-        (``all_started``: every ``Started`` job, for a store only one node uses).
-        Returns (requeued, failed)."""
-        ...
-
-    async def archive(self, before: dt.datetime) -> int:
-        """Move jobs finished before ``before`` to their monthly archive; returns how many."""
-        ...
-
-    async def queue_counts(self) -> dict[str, dict[str, int]]:
-        """Per queue: how many jobs are in each active state."""
-        ...
-
-    async def list_jobs(self, query: JobQuery) -> list[Job]: ...
-
-    async def due_queues(self, now: dt.datetime) -> list[str]:
-        """Queues that have a ``Queued`` job due now."""
-        ...
-
-    async def summary(self, since: dt.datetime | None = None,
-                      until: dt.datetime | None = None) -> list[Mapping[str, Any]]:
-        """The analytics rows (one per finished request) in a time range."""
-        ...
-
-    async def requeue(self, job_id: int, now: dt.datetime) -> Job | None:
-        """``Failed/Cancelled -> Queued`` with attempts, error and result cleared (admin requeue),
-        also for a job already moved to its archive; the job afterwards, or ``None`` if it is
-        unknown or not failed or cancelled."""
-        ...
