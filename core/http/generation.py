@@ -24,6 +24,7 @@ from aiohttp import web
 from .. import state
 from ..errors import FieldError, UpstreamError, ValidationFailed
 from ..execution.routing import ProviderExecutor, ProviderManager
+from ..execution.staging import keep_inputs, stage_inputs
 from ..jobs.engine import JobContext
 from ..jobs.model import Job, JobResult, JobSpec, Usage
 from ..jobs.styles import accept_reply_to, raise_for_job
@@ -39,12 +40,15 @@ from ..media import (
     GenerationTask,
     MediaInput,
 )
+from ..state import ARTIFACTS
 from .dto import api, field, response_model
 from .inputs import UploadedFile
 from .jobs import (
+    ArtifactGenerationResponse,
     QueueGenerationResponse,
     TextOutput,
     engine_of,
+    finish_sync,
     generation_callback_body,
     queued_response,
     reply_to_of,
@@ -52,7 +56,6 @@ from .jobs import (
     tag_of,
 )
 from .routes import add_api
-from .transforms import ARTIFACTS, ArtifactGenerationResponse, finish_sync, keep_inputs, stage_inputs
 
 MAX_PROMPT = 4000
 #: Image sides must be multiples of this (latent-space models work in 8-pixel blocks).

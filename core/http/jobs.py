@@ -267,3 +267,26 @@ def generation_callback_body(job: Job, results: list[Mapping[str, Any]], *, text
     if job.error:
         body["responseStatus"] = dict(job.error)
     return body
+
+
+# --------------------------------------------------------------------------- sync media results
+
+
+@response_model()
+@attrs.define
+class ArtifactGenerationResponse:
+    """A sync media call's result: artifact URLs and how long the job took."""
+
+    results: list[ArtifactOutput]
+    duration: dt.timedelta | None = None
+    job_id: int | None = None
+    ref_id: str | None = None
+
+
+async def finish_sync(request: web.Request, job: Job) -> ArtifactGenerationResponse:
+    """Wait for a submitted media job (up to ``jobs.sync_timeout_media``) and answer with its artifacts."""
+    job = await engine_of(request).wait(job, request.app[state.CONFIG].jobs.sync_timeout_media)
+    raise_for_job(job)
+    return ArtifactGenerationResponse(
+        results=artifact_results(request, job), job_id=job.id, ref_id=job.ref_id,
+        duration=dt.timedelta(milliseconds=job.duration_ms) if job.duration_ms is not None else None)
