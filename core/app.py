@@ -24,7 +24,7 @@ from .config import Config
 from .errors import ConfigError
 from .execution.providers import resolve_providers
 from .execution.routing import ProviderManager
-from .http import admin, chat, generation, jobs, keys, limits, metrics, ollama, transforms, ui
+from .http import admin, chat, files, generation, jobs, keys, limits, metrics, ollama, transforms, ui
 from .http.middleware import ACCESS_LOG, access_log_enabled, add_request_id, cors, errors, request_context
 from .http.routes import ApiCatalog, add_api, add_plain
 from .http.system import add_system_routes
@@ -92,6 +92,7 @@ def create_app(
     chat.install(app)
     ollama.install(app)
     transforms.install(app)
+    files.install(app)
     generation.install(app)
     limits.install(app)
     metrics.install(app)
@@ -101,7 +102,7 @@ def create_app(
 
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_spool_dir)
-    app.cleanup_ctx.append(transforms.artifact_store)
+    app.cleanup_ctx.append(files.artifact_store)
     app.cleanup_ctx.append(_jobs)
     app.cleanup_ctx.append(keys.key_service)
     app.cleanup_ctx.append(admin.runtime_providers)

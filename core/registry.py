@@ -97,15 +97,43 @@ class WorkflowSpec:
     defaults: Mapping[str, Any] = attrs.field(factory=dict)
 
 
+def _attrs_class_or_none(_spec: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and not (isinstance(value, type) and attrs.has(value)):
+        raise TypeError(f"TransformSpec.{attribute.name} must be an attrs class, got {value!r}")
+
+
+def _upload_names(value: Any) -> tuple[str, ...]:
+    names = (value,) if isinstance(value, str) else tuple(value)
+    if not names or not all(isinstance(n, str) and n.isidentifier() and n.islower() for n in names):
+        raise TypeError(f"TransformSpec.uploads must name one or more snake_case upload fields, got {value!r}")
+    return names
+
+
 @attrs.frozen
 class TransformSpec:
-    """One media operation. ``run`` is the async callable that performs it (see
-    :data:`aiport.core.media.Transform`)."""
+    """One media operation, served by core as ``/api/{name}`` (sync) and ``/api/Queue{name}``.
+
+    ``run`` is the async callable that performs it (see :data:`aiport.core.media.Transform`);
+    it reads its arguments with ``request.parse(fields)``. The request DTO is built from
+    ``fields`` and ``uploads``; core adds the job fields (``RefId``, ``Tag``, ``ReplyTo``).
+    A transform of one image and no arguments needs only ``name``, ``kind="image"`` and ``run``.
+    """
 
     name: str
+    #: What it works on (``image``, ``video``, ``audio``): its job queue is ``local-{kind}``.
     kind: str
     run: Callable[..., Awaitable[Any]]
     description: str = ""
+    #: The request's own fields: an attrs class whose attributes are declared with
+    #: :func:`aiport.core.http.dto.field` (limits, ``required``, descriptions; ``Literal``
+    #: types for choices). ``None``: the transform takes no arguments.
+    fields: type | None = attrs.field(default=None, validator=_attrs_class_or_none)
+    #: The upload fields, in order (default: one named after ``kind``). With several, files
+    #: sent under other names fill them by position, as AI Server's WatermarkImage does.
+    uploads: tuple[str, ...] = attrs.field(
+        default=attrs.Factory(lambda spec: (spec.kind,), takes_self=True), converter=_upload_names)
+    #: The API's one-line summary in the OpenAPI document (default: ``description``).
+    summary: str = ""
 
 
 @attrs.frozen

@@ -29,11 +29,12 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from aiport.core import hookimpl
 from aiport.core.errors import BadRequest, GatewayTimeout, InternalError, ServiceUnavailable
+from aiport.core.http.dto import field
 from aiport.core.media import (
     Args,
     MediaInput,
@@ -43,7 +44,7 @@ from aiport.core.media import (
     output_path,
 )
 from aiport.core.registry import TransformSpec
-from aiport.plugins import transforms_image
+from aiport.plugins import imaging
 
 #: Demuxers FFmpeg may use for uploaded media (``-format_whitelist``): real
 #: containers only, no playlists (hls, dash), scripts (concat, ffconcat) or images.
@@ -374,17 +375,73 @@ def _even_graph(found: Probe) -> str:
     return "null"
 
 
+# --------------------------------------------------------------------------- requests
+
+Position = Literal["TopLeft", "TopRight", "BottomLeft", "BottomRight", "Center"]
+OutputVideoFormat = Literal["mp4", "mov", "webm", "mkv", "avi", "wmv", "mpeg", "ogg"]
+OutputAudioFormat = Literal["mp3", "wav", "aac", "flac", "ogg", "m4a", "wma"]
+
+
+@attrs.define
+class ScaleVideoFields:
+    """ScaleVideo's arguments: one side keeps the aspect ratio (4:2:0 output: even sides)."""
+
+    width: int | None = field(ge=2, le=7680)
+    height: int | None = field(ge=2, le=4320)
+
+
+@attrs.define
+class CropVideoFields:
+    """The rectangle CropVideo cuts out (clipped to the frame; sides at least 2 for 4:2:0)."""
+
+    x: int = field(required=True, ge=0)
+    y: int = field(required=True, ge=0)
+    width: int = field(required=True, ge=2)
+    height: int = field(required=True, ge=2)
+
+
+@attrs.define
+class WatermarkVideoFields:
+    """Where and how strongly WatermarkVideo overlays its watermark (opaque by default, as AI Server)."""
+
+    position: Position = field(default="BottomRight")
+    opacity: float = field(default=1.0, ge=0, le=1)
+    watermark_scale: float = field(default=0.2, gt=0, le=1)
+
+
+@attrs.define
+class ConvertVideoFields:
+    """The format ConvertVideo writes."""
+
+    output_format: OutputVideoFormat = field(required=True)
+
+
+@attrs.define
+class TrimVideoFields:
+    """The part of the video TrimVideo keeps."""
+
+    start_time: str = field(required=True, max_length=20, description="Seconds or [h:]mm:ss[.fff]")
+    end_time: str | None = field(max_length=20)
+
+
+@attrs.define
+class ConvertAudioFields:
+    """The format ConvertAudio writes."""
+
+    output_format: OutputAudioFormat = field(required=True)
+
+
 # --------------------------------------------------------------------------- the transforms
 
 
 async def scale_video(request: TransformRequest) -> list[TransformOutput]:
     """ScaleVideo: resize to ``Width`` (≤7680) and/or ``Height`` (≤4320); a missing side keeps the aspect."""
-    args = Args(request.args)
-    width = args.integer("width", ge=2, le=7680)
-    height = args.integer("height", ge=2, le=4320)
-    if width is None and height is None and not args.errors:
-        args.error("width", "NotEmpty", "must not be empty: give Width, Height or both.")
-    args.check()
+    params = request.parse(ScaleVideoFields)
+    width, height = params.width, params.height
+    if width is None and height is None:
+        need = Args({})
+        need.error("width", "NotEmpty", "must not be empty: give Width, Height or both.")
+        need.check()
     source = request.input("video")
     deadline = Deadline("ScaleVideo", request.timeout)
     found = await probe_input(source, deadline, need="video")
@@ -405,13 +462,8 @@ async def scale_video(request: TransformRequest) -> list[TransformOutput]:
 
 async def crop_video(request: TransformRequest) -> list[TransformOutput]:
     """CropVideo: the ``X``,``Y``,``Width``x``Height`` rectangle, clipped to the frame (even sizes)."""
-    args = Args(request.args)
-    x = args.integer("x", required=True, ge=0)
-    y = args.integer("y", required=True, ge=0)
-    width = args.integer("width", required=True, ge=2)
-    height = args.integer("height", required=True, ge=2)
-    args.check()
-    assert x is not None and y is not None and width is not None and height is not None
+    params = request.parse(CropVideoFields)
+    x, y, width, height = params.x, params.y, params.width, params.height
     source = request.input("video")
     deadline = Deadline("CropVideo", request.timeout)
     found = await probe_input(source, deadline, need="video")
@@ -445,28 +497,23 @@ async def watermark_video(request: TransformRequest) -> list[TransformOutput]:
     The watermark is decoded and scaled by ImageMagick with the image transforms'
     safety checks, then handed to FFmpeg as a PNG.
     """
-    args = Args(request.args)
-    position = args.choice("position", list(OVERLAY_POSITIONS), default="BottomRight")
-    opacity = args.number("opacity", ge=0, le=1, default=1.0)
-    scale = args.number("watermark_scale", gt=0, le=1, default=0.2)
-    args.check()
-    assert position is not None and opacity is not None and scale is not None
+    params = request.parse(WatermarkVideoFields)
     source, mark_input = request.input("video"), request.input("watermark")
     deadline = Deadline("WatermarkVideo", request.timeout)
     found = await probe_input(source, deadline, need="video")
     mark_path = output_path(request.workdir, "png", "watermark-input")
 
     def prepare(cancelled: Any) -> None:
-        with transforms_image.prepare_watermark(mark_input.path, mark_input.field, found.width, found.height,
-                                                scale, opacity) as mark:
+        with imaging.prepare_watermark(mark_input.path, mark_input.field, found.width, found.height,
+                                       params.watermark_scale, params.opacity) as mark:
             mark.format = "PNG"
             blob = mark.make_blob()
         if not cancelled.is_set():
             mark_path.write_bytes(blob)
 
     try:
-        await transforms_image.run_in_pool("WatermarkVideo", deadline.left(), prepare)
-        graph = (f"[1:v]format=rgba[wm];{{v}}[wm]overlay={OVERLAY_POSITIONS[position]}:format=auto,"
+        await imaging.run_in_pool("WatermarkVideo", deadline.left(), prepare)
+        graph = (f"[1:v]format=rgba[wm];{{v}}[wm]overlay={OVERLAY_POSITIONS[params.position]}:format=auto,"
                  f"{_even_graph(found)}[v]")
         output = await encode(request, "WatermarkVideo", source, found,
                               VIDEO_FORMATS[kept_format(source, found)], deadline, graph=graph,
@@ -479,9 +526,7 @@ async def watermark_video(request: TransformRequest) -> list[TransformOutput]:
 
 async def convert_video(request: TransformRequest) -> list[TransformOutput]:
     """ConvertVideo: re-encode as ``OutputFormat`` (mp4, webm, mov, mkv, avi, wmv, mpeg, ogg)."""
-    args = Args(request.args)
-    fmt = args.choice("output_format", {**{k: k for k in VIDEO_FORMATS}, **_VIDEO_ALIASES}, required=True)
-    args.check()
+    fmt = request.parse(ConvertVideoFields).output_format
     source = request.input("video")
     deadline = Deadline("ConvertVideo", request.timeout)
     found = await probe_input(source, deadline, need="video")
@@ -492,7 +537,9 @@ async def convert_video(request: TransformRequest) -> list[TransformOutput]:
 
 async def trim_video(request: TransformRequest) -> list[TransformOutput]:
     """TrimVideo: keep ``StartTime`` to ``EndTime`` (or the end), given as seconds or ``[h:]mm:ss[.fff]``."""
-    args = Args(request.args)
+    params = request.parse(TrimVideoFields)
+    # The DTO layer checks presence and length; the time syntax and the order are checked here.
+    args = Args({"start_time": params.start_time, "end_time": params.end_time})
     start = args.time("start_time", required=True)
     end = args.time("end_time")
     if start is not None and end is not None and end <= start:
@@ -515,9 +562,7 @@ async def trim_video(request: TransformRequest) -> list[TransformOutput]:
 
 async def convert_audio(request: TransformRequest) -> list[TransformOutput]:
     """ConvertAudio: re-encode the first audio stream as ``OutputFormat`` (mp3, wav, aac, flac, ogg, m4a, wma)."""
-    args = Args(request.args)
-    fmt = args.choice("output_format", list(AUDIO_FORMATS), required=True)
-    args.check()
+    fmt = request.parse(ConvertAudioFields).output_format
     source = request.input("audio")
     deadline = Deadline("ConvertAudio", request.timeout)
     found = await probe_input(source, deadline, need="audio")
@@ -527,19 +572,26 @@ async def convert_audio(request: TransformRequest) -> list[TransformOutput]:
 
 
 TRANSFORMS = (
-    TransformSpec(name="ScaleVideo", kind="video", run=scale_video,
+    TransformSpec(name="ScaleVideo", kind="video", run=scale_video, fields=ScaleVideoFields,
+                  summary="Resize a video; one side given keeps the aspect ratio",
                   description="Resize a video; with only Width or Height the aspect ratio is kept."),
-    TransformSpec(name="CropVideo", kind="video", run=crop_video,
+    TransformSpec(name="CropVideo", kind="video", run=crop_video, fields=CropVideoFields,
+                  summary="Crop a video to X, Y, Width, Height",
                   description="Cut the X, Y, Width, Height rectangle out of a video."),
-    TransformSpec(name="WatermarkVideo", kind="video", run=watermark_video,
+    TransformSpec(name="WatermarkVideo", kind="video", run=watermark_video, fields=WatermarkVideoFields,
+                  uploads=("video", "watermark"), summary="Watermark a video",
                   description="Overlay a watermark image on a video at a corner or the centre."),
-    TransformSpec(name="ConvertVideo", kind="video", run=convert_video,
+    TransformSpec(name="ConvertVideo", kind="video", run=convert_video, fields=ConvertVideoFields,
+                  summary="Convert a video to another container/codec",
                   description="Re-encode a video as mp4, webm, mov, mkv, avi, wmv, mpeg or ogg."),
-    TransformSpec(name="TrimVideo", kind="video", run=trim_video,
+    TransformSpec(name="TrimVideo", kind="video", run=trim_video, fields=TrimVideoFields,
+                  summary="Cut a video to StartTime..EndTime",
                   description="Keep the part of a video between StartTime and EndTime."),
-    TransformSpec(name="ConvertAudio", kind="audio", run=convert_audio,
+    TransformSpec(name="ConvertAudio", kind="audio", run=convert_audio, fields=ConvertAudioFields,
+                  summary="Convert audio to another format",
                   description="Re-encode audio as mp3, wav, aac, flac, ogg, m4a or wma."),
 )
+
 
 @hookimpl
 def register_transforms(register: Callable[[TransformSpec], None]) -> None:

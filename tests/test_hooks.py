@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import hook_plugins
 import pytest
 from aiport.core import create_app, hookspecs
@@ -14,7 +15,7 @@ from aiport.core.config import PluginsConfig
 from aiport.core.errors import ConfigError, PluginError
 from aiport.core.execution.providers import resolve_providers
 from aiport.core.plugins import build_plugin_manager
-from aiport.core.registry import collect
+from aiport.core.registry import TransformSpec, collect
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOK_NAMES = sorted(
@@ -114,8 +115,30 @@ def test_hook_register_workflows(make_config: Any) -> None:
     assert workflow.task == "TextToImage" and workflow.defaults == {"seed": 1}
 
 
-def test_hook_register_transforms(make_config: Any) -> None:
-    assert registry_for(make_config).transforms["InvertImage"].kind == "image"
+async def test_hook_register_transforms(make_config: Any, make_client: Any) -> None:
+    spec = registry_for(make_config).transforms["InvertImage"]
+    # One image upload and no fields is what a spec of a name, a kind and a run means.
+    assert (spec.kind, spec.uploads, spec.fields) == ("image", ("image",), None)
+    client = await make_client(LOAD)
+    for api in ("InvertImage", "QueueInvertImage"):
+        resp = await client.post(f"/api/{api}", json={"RefId": f"none-{api}"})
+        body = await resp.json()
+        assert resp.status == 400 and [e["fieldName"] for e in body["responseStatus"]["errors"]] == ["Image"]
+    data = aiohttp.FormData()
+    data.add_field("image", b"\x89PNG\r\n\x1a\n", filename="x.png")
+    resp = await client.post("/api/InvertImage", data=data)
+    body = await resp.json()
+    assert resp.status == 200 and body["results"] == [], body  # the test transform writes nothing
+    schema = (await (await client.get("/openapi.json")).json())["components"]["schemas"]["InvertImage"]
+    assert list(schema["properties"]) == ["RefId", "Tag", "ReplyTo", "Image"]
+
+
+def test_a_transform_spec_checks_its_request_declaration() -> None:
+    with pytest.raises(TypeError, match="fields must be an attrs class"):
+        TransformSpec(name="X", kind="image", run=hook_plugins._invert, fields=dict)
+    with pytest.raises(TypeError, match="uploads must name"):
+        TransformSpec(name="X", kind="image", run=hook_plugins._invert, uploads=("Image",))
+    assert TransformSpec(name="X", kind="video", run=hook_plugins._invert, uploads="clip").uploads == ("clip",)
 
 
 def test_hook_register_artifact_stores(make_config: Any) -> None:

@@ -14,7 +14,7 @@ from aiport.core.errors import BadRequest, GatewayTimeout, ValidationFailed
 from aiport.core.media import MediaInput, TransformOutput, TransformRequest
 from aiport.core.plugins import build_plugin_manager
 from aiport.core.registry import collect
-from aiport.plugins import transforms_ffmpeg, transforms_image  # noqa: F401
+from aiport.plugins import transforms_ffmpeg
 
 
 def ffmpeg(*args: str) -> None:

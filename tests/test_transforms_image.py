@@ -20,7 +20,7 @@ from aiport.core.errors import BadRequest, GatewayTimeout, ValidationFailed
 from aiport.core.media import MediaInput, TransformOutput, TransformRequest
 from aiport.core.plugins import build_plugin_manager
 from aiport.core.registry import collect
-from aiport.plugins import transforms_image
+from aiport.plugins import imaging
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def inspect(path: Path) -> dict[str, Any]:
 
     data = path.read_bytes()
     with Image(blob=data) as img:
-        return {"magick": transforms_image.sniff(data[:32]), "size": img.size, "frames": len(img.sequence)}
+        return {"magick": imaging.sniff(data[:32]), "size": img.size, "frames": len(img.sequence)}
 
 
 def pixel(path: Path, x: int, y: int) -> tuple[int, int, int]:
@@ -268,7 +268,7 @@ async def test_convert_refuses_an_unknown_format(run: Any, tmp_path: Path) -> No
     with pytest.raises(ValidationFailed) as info:
         await run("ConvertImage", {"output_format": "svg"}, image=src)
     assert info.value.errors[0].field_name == "OutputFormat"
-    assert "jpg, png, gif, bmp, tiff, webp, avif" in info.value.errors[0].message
+    assert "does not include 'svg'" in info.value.errors[0].message
 
 
 # --------------------------------------------------------------------------- hostile inputs
@@ -309,7 +309,7 @@ async def test_hostile_images_fail_fast_with_400_and_write_nothing(run: Any, tmp
 
 def test_policy_allows_only_the_needed_coders_in_a_fresh_process() -> None:
     script = (
-        "import aiport.plugins.transforms_image as t\n"
+        "import aiport.plugins.imaging as t\n"
         "t.load_wand()\n"
         "import wand.resource\n"
         "from wand.image import Image\n"
@@ -333,6 +333,25 @@ def test_policy_allows_only_the_needed_coders_in_a_fresh_process() -> None:
     assert lines[1:5] == ["refused"] * 4, done.stdout + done.stderr
 
 
+def test_the_policy_is_set_up_by_image_work_not_by_import_or_a_disabled_plugin(tmp_path: Path) -> None:
+    script = (
+        "import os, sys\n"
+        "from aiport.core import create_app, parse_config\n"
+        "import aiport.plugins.transforms_image, aiport.plugins.transforms_ffmpeg\n"
+        f"storage = {{'database_path': {str(tmp_path / 'db')!r}, 'artifacts_path': {str(tmp_path / 'a')!r}}}\n"
+        "config = parse_config({'storage': storage, 'plugins': {'disable': ['transforms_image']}}, environ={})\n"
+        "app = create_app(config, environ={})\n"
+        "print(os.environ.get('MAGICK_CONFIGURE_PATH'), 'wand.api' in sys.modules)\n"
+        "from aiport.plugins import imaging\n"
+        "imaging.load_wand()\n"
+        "print(os.environ['MAGICK_CONFIGURE_PATH'].split(os.pathsep)[0] == str(imaging.POLICY_DIR))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MAGICK_CONFIGURE_PATH"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60,
+                          check=True)
+    assert done.stdout.split("\n")[:2] == ["None False", "True"], done.stdout + done.stderr
+
+
 async def test_a_slow_transform_times_out_and_writes_nothing(tmp_path: Path) -> None:
     finished = threading.Event()
     seen: list[bool] = []
@@ -343,7 +362,7 @@ async def test_a_slow_transform_times_out_and_writes_nothing(tmp_path: Path) -> 
         finished.set()
 
     with pytest.raises(GatewayTimeout) as info:
-        await transforms_image.run_in_pool("ScaleImage", 0.05, slow)
+        await imaging.run_in_pool("ScaleImage", 0.05, slow)
     assert info.value.error_code == "Timeout"
     await asyncio.to_thread(finished.wait, 5)
     assert seen == [True]  # the worker learns that nobody waits for it any more

@@ -25,6 +25,8 @@ from .. import state
 from ..errors import FieldError, UpstreamError, ValidationFailed
 from ..execution.executor import ProviderExecutor
 from ..execution.routing import ProviderManager
+from ..execution.staging import keep_inputs, stage_inputs
+from ..jobs.callbacks import generation_callback_body
 from ..jobs.executor import JobContext
 from ..jobs.model import Job, JobResult, JobSpec, Usage
 from ..jobs.styles import accept_reply_to, raise_for_job
@@ -40,20 +42,22 @@ from ..media import (
     GenerationTask,
     MediaInput,
 )
+from ..state import ARTIFACTS
 from .dto import api, field, response_model
 from .inputs import UploadedFile
 from .jobs import (
+    ArtifactGenerationResponse,
     QueueGenerationResponse,
     TextOutput,
     engine_of,
-    generation_callback_body,
+    finish_sync,
+    principal_of,
     queued_response,
     reply_to_of,
     submit,
     tag_of,
 )
 from .routes import add_api
-from .transforms import ARTIFACTS, ArtifactGenerationResponse, finish_sync, keep_inputs, stage_inputs
 
 MAX_PROMPT = 4000
 #: Image sides must be multiples of this (latent-space models work in 8-pixel blocks).
@@ -282,7 +286,8 @@ def generation_handler(task: str, queued: bool) -> Any:
                        requested_provider=dto.provider)
         # Checked before keeping anything, and only once.
         await accept_reply_to(spec.reply_to, allow_private=request.app[state.CONFIG].jobs.allow_private_callbacks)
-        spec = attrs.evolve(spec, inputs=await keep_inputs(request, uploads))
+        kept = await keep_inputs(request.app[state.ARTIFACTS], uploads, principal_of(request).key_id)
+        spec = attrs.evolve(spec, inputs=kept)
         job = await submit(request, spec, reply_to_accepted=True)
         status_api = "GetTextGenerationStatus" if task in TEXT_TASKS else "GetArtifactGenerationStatus"
         if queued:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -253,17 +252,21 @@ def install(app: web.Application) -> None:
     add_api(app, CancelJob, cancel_job)
 
 
-def generation_callback_body(job: Job, results: list[Mapping[str, Any]], *, text: bool) -> dict[str, Any]:
-    """AI Server's generation callback: ``{state, refId, outputs|textOutputs, responseStatus}``."""
-    body: dict[str, Any] = {"jobId": job.id, "refId": job.ref_id, "state": job.state.value}
-    if job.state == JobState.COMPLETED:
-        if text:
-            body["textOutputs"] = [{"text": r.get("text", "")} for r in results]
-        else:
-            body["outputs"] = [{"fileName": r.get("fileName") or r.get("path", "").rsplit("/", 1)[-1],
-                                "url": r.get("url") or f"/artifacts/{r.get('path', '')}",
-                                **({"outputFormat": r["outputFormat"]} if r.get("outputFormat") else {})}
-                               for r in results]
-    if job.error:
-        body["responseStatus"] = dict(job.error)
-    return body
+@response_model()
+@attrs.define
+class ArtifactGenerationResponse:
+    """A sync media call's result: artifact URLs and how long the job took."""
+
+    results: list[ArtifactOutput]
+    duration: dt.timedelta | None = None
+    job_id: int | None = None
+    ref_id: str | None = None
+
+
+async def finish_sync(request: web.Request, job: Job) -> ArtifactGenerationResponse:
+    """Wait for a submitted media job (up to ``jobs.sync_timeout_media``) and answer with its artifacts."""
+    job = await engine_of(request).wait(job, request.app[state.CONFIG].jobs.sync_timeout_media)
+    raise_for_job(job)
+    return ArtifactGenerationResponse(
+        results=artifact_results(request, job), job_id=job.id, ref_id=job.ref_id,
+        duration=dt.timedelta(milliseconds=job.duration_ms) if job.duration_ms is not None else None)

@@ -27,7 +27,7 @@ from yarl import URL
 
 from ..errors import BadRequest, FieldError, ValidationFailed
 from .executor import Executor, JobContext
-from .model import Job, JobResult
+from .model import Job, JobResult, JobState
 
 METHODS = ("POST", "PUT", "PATCH")
 
@@ -153,3 +153,22 @@ class CallbackExecutor(Executor):
 
     def provider_of(self, job: Job) -> str | None:
         return None
+
+
+def generation_callback_body(job: Job, results: list[Mapping[str, Any]], *, text: bool) -> dict[str, Any]:
+    """AI Server's generation callback: ``{state, refId, outputs|textOutputs, responseStatus}``."""
+    body: dict[str, Any] = {"jobId": job.id, "refId": job.ref_id, "state": job.state.value}
+    if job.state == JobState.COMPLETED:
+        if text:
+            body["textOutputs"] = [{"text": r.get("text", "")} for r in results]
+        else:
+            body["outputs"] = [{"fileName": r.get("fileName") or r.get("path", "").rsplit("/", 1)[-1],
+                                "url": r.get("url") or f"/artifacts/{r.get('path', '')}",
+                                **({"outputFormat": r["outputFormat"]} if r.get("outputFormat") else {})}
+                               for r in results]
+    if job.error:
+        body["responseStatus"] = dict(job.error)
+    return body
+
+
+# --------------------------------------------------------------------------- sync media results
