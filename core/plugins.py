@@ -45,6 +45,7 @@ PLUGIN_HELPER_MODULES: tuple[str, ...] = (
     "aiport.plugins.chat_catalog",
     "aiport.plugins.media_common",
     "aiport.plugins.comfyui_workflows",
+    "aiport.plugins.imaging",
 )
 
 #: Entry-point group third-party plugins advertise themselves in.

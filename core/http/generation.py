@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import shutil
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import attrs
 from aiohttp import web
 
 from .. import state
-from ..errors import FieldError, UpstreamError, ValidationFailed
-from ..execution.executor import ProviderExecutor
-from ..execution.routing import ProviderManager
-from ..execution.staging import keep_inputs, stage_inputs
-from ..jobs.callbacks import generation_callback_body
-from ..jobs.executor import JobContext
-from ..jobs.model import Job, JobResult, JobSpec, Usage
+from ..errors import FieldError, ValidationFailed
+from ..execution.generation import GenerationExecutor
+from ..execution.staging import keep_inputs
+from ..jobs.model import JobSpec
 from ..jobs.styles import accept_reply_to, raise_for_job
 from ..media import (
     IMAGE_TO_IMAGE,
@@ -39,8 +33,6 @@ from ..media import (
     TEXT_TASKS,
     TEXT_TO_IMAGE,
     TEXT_TO_SPEECH,
-    GenerationTask,
-    MediaInput,
 )
 from ..state import ARTIFACTS
 from .dto import api, field, response_model
@@ -221,56 +213,6 @@ def _args(task: str, dto: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- execution
 
 
-class GenerationExecutor(ProviderExecutor):
-    """Runs a generation job on its media provider and keeps the outputs."""
-
-    kind = "media"
-
-    def __init__(self, task: str, providers: ProviderManager, store: Any, work_root: Path, timeout: float) -> None:
-        super().__init__(providers)
-        self.task = task
-        self.store = store
-        self.work_root = work_root
-        self.timeout = timeout
-
-    async def run(self, job: Job, ctx: JobContext) -> JobResult:
-        provider = self.provider_for(job)
-        model = str(job.request["model"])
-        workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"job{job.id}-", dir=self.work_root))
-        try:
-            inputs: dict[str, MediaInput] = await stage_inputs(self.store, job.inputs, workdir)
-            task = GenerationTask(task=self.task, model=provider.api_model(model), args=dict(job.request["args"]),
-                                  inputs=inputs, workdir=workdir, timeout=self.timeout)
-            await ctx.progress(0.0, f"Running on {provider.name}")
-            try:
-                outputs = await provider.instance.generate(task, ctx.progress)
-            except Exception as exc:
-                self.failed(provider, exc)
-                raise
-            self.served(provider)
-            await ctx.executed(provider.name)
-            results: list[dict[str, Any]] = []
-            for out in outputs:
-                if out.text is not None:
-                    results.append({"text": out.text})
-                elif out.path is not None:
-                    stored = await self.store.put_file(out.path, ext=out.ext or out.path.suffix.lstrip("."),
-                                                       key_id=job.key_id)
-                    results.append({"path": stored.path, "fileName": stored.path.rsplit("/", 1)[-1],
-                                    "provider": provider.name, "width": out.width, "height": out.height,
-                                    "duration": out.duration})
-            if not results:
-                raise UpstreamError(f"{provider.name} returned no outputs.", error_code="NoOutputs")
-            self.succeeded(job)
-            return JobResult(response={"results": results}, outputs=[r["path"] for r in results if "path" in r],
-                             usage=Usage(provider=provider.name, model=model))
-        finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
-
-    def callback_body(self, job: Job) -> Mapping[str, Any] | None:
-        return generation_callback_body(job, (job.response or {}).get("results", []), text=self.task in TEXT_TASKS)
-
-
 def generation_handler(task: str, queued: bool) -> Any:
     uploads_wanted = TASKS[task][2]
 
@@ -343,7 +285,7 @@ def setup_engine(app: web.Application) -> None:
     work_root = app[state.SPOOL_DIR].parent / ".work"
     for task in TASKS:
         engine.register_executor(task, GenerationExecutor(task, app[state.PROVIDERS], app[ARTIFACTS], work_root,
-                                                          app[state.CONFIG].jobs.timeout))
+                                                          app[state.CONFIG].jobs.timeout, text=task in TEXT_TASKS))
 
 
 def install(app: web.Application) -> None:
