@@ -1,193 +1,41 @@
-"""What the chat provider plugins share: HTTP calls, error mapping, stream parsing, OpenAI shapes.
+"""What the chat provider plugins share on top of the SDK: OpenAI shapes and request helpers.
 
 Every chat provider (:mod:`.chat_openai`, :mod:`.chat_ollama`,
 :mod:`.chat_anthropic`, :mod:`.chat_gemini`) subclasses :class:`HttpChatProvider`,
-which owns the parts that must behave the same whatever the wire format:
-
-- requests go through the app's shared :class:`aiohttp.ClientSession` with the
-  provider's ``timeout`` (the whole call for a plain request; time to connect
-  and the longest silence between two reads for a stream, so a long answer that
-  keeps arriving is not cut off);
-- every failure becomes one :class:`~aiport.core.errors.ProviderError`:
-  connection errors, timeouts, 408, 429 and 5xx are ``retryable`` (with
-  ``retry_after`` from ``Retry-After``, in seconds or as an HTTP date), other
-  4xx are not and carry the upstream's own message;
-- the API key is only ever put in a request header, and is scrubbed from any
-  text that could reach a client or a log line;
-- a stream the consumer stops reading early (client gone, job cancelled) closes
-  its upstream connection at once, so the backend sees the cancellation.
+the SDK's :class:`~aiport.core.sdk.HttpProvider` (requests, timeouts, error
+mapping, key handling, probing: the same for chat and media backends) with the
+chat contract on top. This module adds what only chat needs: OpenAI response
+shapes (:func:`completion`, :class:`ChunkMaker`, ...), the checks and readers of
+an OpenAI request (messages, content parts, tools, ``response_format``), and
+:func:`api_models`, the catalog data of :mod:`.chat_catalog`.
 
 This module is not a plugin itself: it implements no hook.
 """
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
-import codecs
-import email.utils
 import json
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager, suppress
-from datetime import UTC
-from typing import Any, ClassVar
-from urllib.parse import unquote_to_bytes, urljoin, urlsplit
+from typing import Any
+from urllib.parse import unquote_to_bytes
 
-import aiohttp
-import attrs
-import structlog
 from aiport.core import jsoncodec
-from aiport.core.config import structure
-from aiport.core.errors import ConfigError, ProviderError
-from aiport.core.registry import ProviderContext
-from yarl import URL
+from aiport.core.sdk import HttpProvider, rejected
 
 from .chat_catalog import API_MODELS
 
-log = structlog.get_logger("aiport.plugins.chat")
-
 JSON = dict[str, Any]
-
-#: How much of an error body is read; error bodies are small, a misbehaving proxy's may not be.
-_MAX_ERROR_BODY = 64 * 1024
-#: The longest upstream message an error carries (a whole HTML error page helps no one).
-_MAX_MESSAGE = 500
-
-
-# --------------------------------------------------------------------------- options and catalog
-
-
-@attrs.frozen
-class HttpOptions:
-    """Options every chat provider type accepts (as extra keys of its ``providers:`` entry)."""
-
-    #: Extra headers sent with every request (e.g. OpenRouter's ``HTTP-Referer`` and ``X-Title``).
-    extra_headers: dict[str, str] = attrs.field(factory=dict)
-
-
-
-def options_of(ctx: ProviderContext, cls: type[Any]) -> Any:
-    """The provider's options as an instance of ``cls``.
-
-    Core structures them already; a plain dict (or ``None``) is accepted too, so a
-    provider built by hand, in a test or a script, gets the same validation.
-    """
-    if isinstance(ctx.options, cls):
-        return ctx.options
-    return structure(dict(ctx.options or {}), cls, f"providers[{ctx.provider.name}]")
 
 
 def api_models(type_name: str) -> dict[str, str]:
     """Catalog data: gateway model id -> ``type_name``'s own model id (see :mod:`.chat_catalog`)."""
     return dict(API_MODELS.get(type_name, {}))
-
-
-# --------------------------------------------------------------------------- errors
-
-
-def rejected(provider: str, message: str) -> ProviderError:
-    """A request the backend cannot serve as asked (a feature or content part it lacks): 400, not retryable."""
-    return ProviderError(f"{provider}: {message}", provider=provider, upstream_status=400, retryable=False)
-
-
-def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = (headers.get("Retry-After") or "").strip()
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def is_retryable_status(status: int) -> bool:
-    """408, 429 and 5xx may succeed when tried again; other 4xx will not."""
-    return status in (408, 429) or status >= 500
-
-
-# --------------------------------------------------------------------------- stream parsing
-
-_EOL = re.compile(r"\r\n|\r|\n")
-
-
-@attrs.frozen
-class SSEEvent:
-    """One server-sent event: its ``event:`` name (``message`` when absent) and its joined ``data:`` lines."""
-
-    event: str
-    data: str
-
-
-async def iter_lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """Lines of a streamed body, whatever their ending (``\\r\\n``, ``\\n`` or ``\\r``).
-
-    Reads chunks as they come rather than aiohttp's ``readline`` (which caps a
-    line at the reader's buffer size; one SSE line can hold a whole tool call).
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
-    skip_lf = False  # a chunk ended in "\r": a "\n" starting the next one belongs to the same line end
-    async for raw in content.iter_any():
-        text = decoder.decode(raw)
-        if not text:
-            continue
-        if skip_lf and text.startswith("\n"):
-            text = text[1:]
-        skip_lf = False
-        pending += text
-        parts = _EOL.split(pending)
-        pending = parts.pop()
-        if not pending and text.endswith("\r"):
-            skip_lf = True
-        for line in parts:
-            yield line
-    pending += decoder.decode(b"", final=True)
-    if pending:
-        yield pending
-
-
-async def iter_sse(content: aiohttp.StreamReader) -> AsyncIterator[SSEEvent]:
-    """Server-sent events as the HTML standard frames them (comments skipped, ``data:`` lines joined).
-
-    An event cut short by the end of the body is still dispatched; a truncated
-    JSON payload then fails to parse, which the caller reports.
-    """
-    event = ""
-    data: list[str] = []
-    async for line in iter_lines(content):
-        if not line:
-            if data:
-                yield SSEEvent(event or "message", "\n".join(data))
-            event, data = "", []
-            continue
-        if line.startswith(":"):
-            continue  # a comment / keep-alive (OpenRouter sends ": OPENROUTER PROCESSING")
-        field, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            event = value
-    if data:
-        yield SSEEvent(event or "message", "\n".join(data))
 
 
 # --------------------------------------------------------------------------- OpenAI shapes
@@ -521,267 +369,23 @@ def response_format_of(provider: str, body: Mapping[str, Any]) -> tuple[str, JSO
 # --------------------------------------------------------------------------- the provider base
 
 
-class HttpChatProvider:
-    """Base of the HTTP chat providers: calls, error mapping, probing. Subclasses translate.
+class HttpChatProvider(HttpProvider, abc.ABC):
+    """Base of the HTTP chat providers: :class:`~aiport.core.sdk.HttpProvider` plus the chat contract.
 
-    Subclasses set :attr:`options_class`, implement :meth:`chat`, :meth:`stream` and
-    :meth:`list_models`, and may override :meth:`auth_headers`,
-    :meth:`error_message`, :meth:`body_retry_after` and :meth:`probe_url`.
+    Subclasses set :attr:`options_class`, translate in :meth:`chat`, :meth:`stream`
+    and :meth:`list_models` (the methods of :class:`aiport.core.interfaces.ChatProvider`),
+    and may override the SDK's :meth:`auth_headers`, :meth:`error_message`,
+    :meth:`body_retry_after` and :meth:`probe_url`.
     """
 
-    #: The attrs class of the type's options (a subclass of :class:`HttpOptions`).
-    options_class: ClassVar[type[HttpOptions]] = HttpOptions
+    @abc.abstractmethod
+    async def chat(self, body: JSON) -> JSON:
+        """A non-streamed completion: an OpenAI ``chat.completion``."""
 
-    def __init__(self, ctx: ProviderContext, *, type_name: str, default_base_url: str | None = None) -> None:
-        cfg = ctx.provider
-        base = cfg.base_url or default_base_url
-        if not base:
-            raise ConfigError([f"provider {cfg.name!r}: base_url is required for the {type_name!r} type"])
-        if not urlsplit(base).scheme.startswith("http"):
-            raise ConfigError([f"provider {cfg.name!r}: base_url must be an http(s) URL, got {base!r}"])
-        self.name: str = cfg.name
-        self.type_name = type_name
-        self.base_url = base.rstrip("/")
-        self.options = options_of(ctx, self.options_class)
-        self.timeout = float(cfg.timeout)
-        # Made once: these are on every request's path.
-        self._call_timeout = aiohttp.ClientTimeout(total=self.timeout)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
-        self.heartbeat_url: str | None = cfg.heartbeat_url
-        self._http: aiohttp.ClientSession = ctx.http
-        self._key_header: str | None = cfg.api_key_header
-        # The one place the key is revealed; it only ever goes into a request header.
-        self._key: str | None = cfg.api_key.reveal() if cfg.api_key else None
+    @abc.abstractmethod
+    def stream(self, body: JSON) -> AsyncIterator[JSON]:
+        """A streamed completion (an async generator): OpenAI ``chat.completion.chunk`` dicts, ``usage`` on the last."""
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
-
-    # ----------------------------------------------------------------- headers and URLs
-
-    def key_headers(self, default_header: str = "Authorization") -> dict[str, str]:
-        """The key in ``api_key_header`` when configured, else in ``default_header``.
-
-        The ``Authorization`` header gets the ``Bearer`` scheme; any other header the bare key.
-        """
-        if not self._key:
-            return {}
-        header = self._key_header or default_header
-        value = f"Bearer {self._key}" if header.lower() == "authorization" else self._key
-        return {header: value}
-
-    def auth_headers(self) -> dict[str, str]:
-        """Headers that authenticate a request (OpenAI style by default)."""
-        return self.key_headers()
-
-    def headers(self) -> dict[str, str]:
-        """Every header of an API request: the configured extras, then authentication."""
-        return {**self.options.extra_headers, **self.auth_headers()}
-
-    def _default_headers(self) -> dict[str, str]:
-        # Built on first use (subclasses set what auth_headers needs in their __init__),
-        # then reused: the same for every request of this provider.
-        cached: dict[str, str] | None = getattr(self, "_headers_cache", None)
-        if cached is None:
-            cached = self._headers_cache = self.headers()
-        return cached
-
-    def _json_headers(self) -> dict[str, str]:
-        cached: dict[str, str] | None = getattr(self, "_json_headers_cache", None)
-        if cached is None:
-            cached = self._json_headers_cache = {**self._default_headers(), "Content-Type": "application/json"}
-        return cached
-
-    def url(self, path: str) -> str:
-        """``path`` under the base URL."""
-        return f"{self.base_url}/{path.lstrip('/')}"
-
-    def redact(self, text: str) -> str:
-        """``text`` with the API key masked: upstreams echo keys back, and error text reaches clients."""
-        if self._key and len(self._key) >= 4:
-            text = text.replace(self._key, "****")
-        return text
-
-    # ----------------------------------------------------------------- errors
-
-    def error_message(self, data: Any) -> str | None:
-        """The upstream's message from an error body (override per documented error shape)."""
-        if isinstance(data, dict):
-            err = data.get("error")
-            if isinstance(err, dict) and err.get("message"):
-                return str(err["message"])
-            if isinstance(err, str) and err:
-                return err
-            for key in ("message", "detail"):
-                if isinstance(data.get(key), str) and data[key]:
-                    return str(data[key])
-        return None
-
-    def body_retry_after(self, data: Any) -> float | None:
-        """A retry delay an error body carries (override; e.g. Gemini's ``RetryInfo``)."""
-        return None
-
-    def error(self, message: str, *, status: int | None = None, retryable: bool = False,
-              retry_after: float | None = None, error_code: str | None = None) -> ProviderError:
-        """A :class:`ProviderError` from this provider, with the key scrubbed from its message."""
-        text = self.redact(message)
-        if len(text) > _MAX_MESSAGE:
-            text = text[:_MAX_MESSAGE] + "..."
-        return ProviderError(f"{self.name}: {text}", provider=self.name, upstream_status=status,
-                             retryable=retryable, retry_after=retry_after, error_code=error_code)
-
-    def http_error(self, status: int, headers: Mapping[str, str], text: str, reason: str | None = None
-                   ) -> ProviderError:
-        """The :class:`ProviderError` for an upstream answer with an error status."""
-        data: Any = None
-        with suppress(ValueError):
-            data = jsoncodec.loads(text) if text else None
-        message = self.error_message(data)
-        if not message:
-            message = " ".join(text.split())[:200] or reason or "no error message"
-        retryable = is_retryable_status(status)
-        retry_after = None
-        if retryable:
-            retry_after = parse_retry_after(headers)
-            if retry_after is None:
-                retry_after = self.body_retry_after(data)
-        log.debug("provider answered with an error", provider=self.name, status=status,
-                  upstream_message=self.redact(message))
-        return self.error(f"upstream returned HTTP {status}: {message}", status=status,
-                          retryable=retryable, retry_after=retry_after)
-
-    def stream_error(self, message: str, *, status: int | None = 500, retryable: bool = True) -> ProviderError:
-        """An error the upstream reported, or a fault found, after the stream began."""
-        return self.error(message, status=status, retryable=retryable)
-
-    def transport_error(self, exc: BaseException) -> ProviderError:
-        """A connection error or timeout: retryable."""
-        if isinstance(exc, TimeoutError):
-            return self.error(f"no answer within {self.timeout:g}s (timeout)", retryable=True,
-                              error_code="Timeout")
-        if isinstance(exc, aiohttp.ClientPayloadError):
-            return self.error("the connection broke before the answer was complete", retryable=True)
-        # str(exc) names host and port at most; never a header, so never the key.
-        detail = str(exc) or type(exc).__name__
-        return self.error(f"cannot reach the backend: {detail}", retryable=True)
-
-    def malformed(self, what: str) -> ProviderError:
-        """An answer that is not what the wire format documents (retryable: often a cut-off body)."""
-        return self.error(f"malformed answer from the backend: {what}", status=502, retryable=True)
-
-    # ----------------------------------------------------------------- requests
-
-    def _prepared(self, url: str, json_body: Any, data: Any, headers: Mapping[str, str] | None
-                  ) -> tuple[URL, Any, Mapping[str, str]]:
-        """The parsed URL, the body and the headers of a request."""
-        # Parsed once per URL: parsing the string costs more than the rest of building a request,
-        # and a provider sends to a handful of URLs all its life.
-        urls: dict[str, URL] | None = getattr(self, "_url_cache", None)
-        if urls is None:
-            urls = self._url_cache = {}
-        target = urls.get(url)
-        if target is None:
-            if len(urls) > 1024:
-                urls.clear()
-            target = urls[url] = URL(url)
-        if json_body is not None and data is None:
-            # Encoded here rather than by aiohttp's json=: faster, and the headers stay one cached dict.
-            data = jsoncodec.dumpb(json_body)
-            if headers is None:
-                headers = self._json_headers()
-            elif not any(name.lower() == "content-type" for name in headers):
-                headers = {**headers, "Content-Type": "application/json"}
-        elif headers is None:
-            headers = self._default_headers()
-        return target, data, headers
-
-    @asynccontextmanager
-    async def open(self, method: str, url: str, *, json_body: Any = None, stream: bool = False,
-                   headers: Mapping[str, str] | None = None, data: Any = None
-                   ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a request and yield its (successful) response; map every failure to a ProviderError.
-
-        ``data`` is a non-JSON body (e.g. an :class:`aiohttp.FormData` upload), sent instead of ``json_body``.
-
-        If the block is left before the body was read to the end (the consumer
-        stopped, or was cancelled), the connection is closed rather than reused,
-        which is how the upstream learns that the client went away.
-        """
-        timeout = self._stream_timeout if stream else self._call_timeout
-        target, data, headers = self._prepared(url, json_body, data, headers)
-        try:
-            async with self._http.request(method, target, data=data, timeout=timeout, headers=headers) as resp:
-                if resp.status >= 400:
-                    text = await _read_limited(resp.content, _MAX_ERROR_BODY)
-                    raise self.http_error(resp.status, resp.headers, text, resp.reason)
-                finished = False
-                try:
-                    yield resp
-                    finished = True
-                finally:
-                    if not finished:
-                        resp.close()
-        except TimeoutError as exc:
-            raise self.transport_error(exc) from None
-        except aiohttp.ClientError as exc:
-            raise self.transport_error(exc) from None
-
-    async def request_json(self, method: str, url: str, *, json_body: Any = None,
-                           headers: Mapping[str, str] | None = None) -> Any:
-        """A non-streamed call whose answer is JSON."""
-        # What open() does, without its generator-based context manager: this is every
-        # non-streamed chat's path.
-        target, data, sent_headers = self._prepared(url, json_body, None, headers)
-        try:
-            async with self._http.request(method, target, data=data, timeout=self._call_timeout,
-                                          headers=sent_headers) as resp:
-                if resp.status >= 400:
-                    text = await _read_limited(resp.content, _MAX_ERROR_BODY)
-                    raise self.http_error(resp.status, resp.headers, text, resp.reason)
-                raw = await resp.read()
-        except TimeoutError as exc:
-            raise self.transport_error(exc) from None
-        except aiohttp.ClientError as exc:
-            raise self.transport_error(exc) from None
-        try:
-            return jsoncodec.loads(raw)  # JSON is UTF-8 (RFC 8259): no charset sniffing
-        except ValueError:
-            raise self.malformed("the body is not JSON") from None
-
-    def parse_json(self, text: str) -> Any:
-        """One JSON document of a stream (an SSE ``data:`` or an NDJSON line)."""
-        try:
-            return jsoncodec.loads(text)
-        except ValueError:
-            raise self.malformed(f"a stream event is not JSON: {text[:80]!r}") from None
-
-    # ----------------------------------------------------------------- health
-
-    def probe_url(self) -> str:
-        """What :meth:`probe` GETs when no ``heartbeat_url`` is configured (override)."""
-        return self.base_url
-
-    async def probe(self) -> None:
-        """GET the ``heartbeat_url`` (relative URLs are under the base URL) or :meth:`probe_url`.
-
-        The key is only sent when the URL is on the provider's own origin, so a
-        heartbeat pointing elsewhere never receives it.
-        """
-        url = urljoin(self.base_url + "/", self.heartbeat_url) if self.heartbeat_url else self.probe_url()
-        same_origin = urlsplit(url)[:2] == urlsplit(self.base_url)[:2]
-        headers = self.headers() if same_origin else dict(self.options.extra_headers)
-        async with self.open("GET", url, headers=headers) as resp:
-            await resp.read()
-
-    async def aclose(self) -> None:
-        """Nothing to release: the HTTP session is the app's and the app closes it."""
-
-
-async def _read_limited(content: aiohttp.StreamReader, limit: int) -> str:
-    """At most ``limit`` bytes of a body, as text."""
-    data = bytearray()
-    while len(data) < limit:
-        chunk = await content.read(limit - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace")
+    @abc.abstractmethod
+    async def list_models(self) -> list[str]:
+        """The backend's own model ids."""

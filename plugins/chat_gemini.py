@@ -39,14 +39,20 @@ from typing import Any
 from urllib.parse import quote
 
 import attrs
-from aiport.core.hookspecs import hookimpl
-from aiport.core.registry import ChatProviderType, ProviderContext
+from aiport.core.sdk import (
+    ChatProviderType,
+    HttpOptions,
+    ProviderContext,
+    hookimpl,
+    is_retryable_status,
+    iter_sse,
+    rejected,
+)
 
 from .chat_common import (
     JSON,
     ChunkMaker,
     HttpChatProvider,
-    HttpOptions,
     api_models,
     assistant_message,
     completion,
@@ -54,14 +60,11 @@ from .chat_common import (
     function_call,
     function_tools,
     image_url_of,
-    is_retryable_status,
-    iter_sse,
     max_tokens_of,
     message_parts,
     parse_arguments,
     parse_data_url,
     refuse_untranslatable,
-    rejected,
     require_messages,
     response_format_of,
     stop_list,

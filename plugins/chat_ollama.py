@@ -27,14 +27,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
-from aiport.core.hookspecs import hookimpl
-from aiport.core.registry import ChatProviderType
+from aiport.core.sdk import ChatProviderType, HttpOptions, hookimpl, iter_lines, rejected
 
 from .chat_common import (
     JSON,
     ChunkMaker,
     HttpChatProvider,
-    HttpOptions,
     api_models,
     assistant_message,
     completion,
@@ -42,13 +40,11 @@ from .chat_common import (
     function_call,
     function_tools,
     image_url_of,
-    iter_lines,
     max_tokens_of,
     message_parts,
     parse_arguments,
     parse_data_url,
     refuse_untranslatable,
-    rejected,
     require_messages,
     response_format_of,
     stop_list,

@@ -24,17 +24,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
-from aiport.core.hookspecs import hookimpl
-from aiport.core.registry import ChatProviderType, ProviderContext
+from aiport.core.sdk import ChatProviderType, HttpOptions, ProviderContext, hookimpl, iter_sse
 
 from .chat_common import (
     JSON,
     HttpChatProvider,
-    HttpOptions,
     api_models,
     as_image_url,
     completion_to_chunks,
-    iter_sse,
 )
 
 _VERSIONED = re.compile(r"/v\d+[a-z0-9]*$")

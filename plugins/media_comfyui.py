@@ -43,7 +43,6 @@ import aiohttp
 import attrs
 import structlog
 from aiport.core.errors import ProviderError
-from aiport.core.hookspecs import hookimpl
 from aiport.core.media import (
     GENERATION_TASKS,
     TEXT_TASKS,
@@ -52,10 +51,9 @@ from aiport.core.media import (
     MediaInput,
     ProgressReporter,
 )
-from aiport.core.registry import MediaProviderType, ProviderContext, WorkflowSpec
+from aiport.core.sdk import HttpOptions, MediaProviderType, ProviderContext, WorkflowSpec, clip, hookimpl
 
 from . import comfyui_workflows as wf
-from .chat_common import HttpOptions
 from .media_common import HttpMediaProvider
 
 log = structlog.get_logger("aiport.plugins.comfyui")
@@ -70,7 +68,6 @@ _FAST_POLL = 0.1
 _HINT_GRACE = 5.0
 #: How long best-effort clean-up calls (interrupt, queue delete, history delete) may take.
 _CLEANUP_TIMEOUT = 5.0
-_MAX_MESSAGE = 500
 
 
 class PromptFailed(ProviderError):
@@ -442,8 +439,7 @@ class ComfyUIProvider(HttpMediaProvider):
 
     def _text(self, message: str) -> str:
         """``message`` as :meth:`error` words it: provider name first, key scrubbed, length capped."""
-        text = self.redact(message)
-        return f"{self.name}: {text[:_MAX_MESSAGE]}{'...' if len(text) > _MAX_MESSAGE else ''}"
+        return f"{self.name}: {clip(self.redact(message))}"
 
     def _node_error(self, data: Mapping[str, Any]) -> NodeExecutionError:
         node_id, node_type = str(data.get("node_id", "?")), str(data.get("node_type", "?"))

@@ -1,6 +1,6 @@
 """What the HTTP media-generation providers share: downloads, output files, measuring, deadlines.
 
-:class:`HttpMediaProvider` extends the chat providers' :class:`~.chat_common.HttpChatProvider`
+:class:`HttpMediaProvider` extends the SDK's :class:`~aiport.core.sdk.HttpProvider`
 (so requests, error mapping, ``Retry-After``, key handling and probing behave
 exactly the same for chat and media backends) with what a media provider needs
 on top:
@@ -34,8 +34,7 @@ from urllib.parse import urlsplit
 import aiofiles
 import aiohttp
 from aiport.core.media import CONTENT_TYPES, GeneratedOutput, content_type_for, normalize_ext
-
-from .chat_common import HttpChatProvider
+from aiport.core.sdk import HttpProvider
 
 #: The largest output file accepted from a backend (a misbehaving one must not fill the disk).
 MAX_OUTPUT_BYTES = 256 * 1024 * 1024
@@ -204,16 +203,12 @@ def output_file(workdir: Path, ext: str, stem: str) -> Path:
 # --------------------------------------------------------------------------- the provider base
 
 
-class HttpMediaProvider(HttpChatProvider):
-    """Base of the HTTP media providers: :class:`HttpChatProvider`'s HTTP plus outputs and deadlines.
+class HttpMediaProvider(HttpProvider):
+    """Base of the HTTP media providers: the SDK's :class:`~aiport.core.sdk.HttpProvider` plus outputs and deadlines.
 
     Subclasses implement ``generate(task, progress)``; ``probe`` and ``aclose``
-    come from :class:`HttpChatProvider` (override :meth:`probe_url`).
+    come from :class:`~aiport.core.sdk.HttpProvider` (override :meth:`probe_url`).
     """
-
-    def same_origin(self, url: str) -> bool:
-        """Whether ``url`` is on the provider's own scheme, host and port."""
-        return urlsplit(url)[:2] == urlsplit(self.base_url)[:2]
 
     def headers_for(self, url: str) -> dict[str, str]:
         """Request headers for ``url``: everything (key included) on our origin, nothing elsewhere."""

@@ -30,7 +30,7 @@ version, such as ``.../v1``, is used as it is):
   before the call. The result is ``GeneratedOutput(text=...)``.
 
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` and
-map through :class:`~.chat_common.HttpChatProvider`: 4xx are not retryable and
+map through :class:`~.chat_common.HttpProvider`: 4xx are not retryable and
 keep OpenAI's message (a ``content_policy_violation`` gets the error code
 ``ContentPolicyViolation``), 408/429/5xx and connection errors are retryable
 with ``Retry-After``/``retry-after-ms``. The key goes in ``api_key_header`` when
@@ -54,7 +54,6 @@ from typing import Any
 import aiohttp
 import attrs
 from aiport.core.errors import FieldError, ProviderError, ValidationFailed
-from aiport.core.hookspecs import hookimpl
 from aiport.core.media import (
     SPEECH_TO_TEXT,
     TEXT_TO_IMAGE,
@@ -65,9 +64,8 @@ from aiport.core.media import (
     ProgressReporter,
     content_type_for,
 )
-from aiport.core.registry import MediaProviderType, ProviderContext
+from aiport.core.sdk import HttpOptions, MediaProviderType, ProviderContext, hookimpl, rejected
 
-from .chat_common import HttpOptions, rejected
 from .media_common import HttpMediaProvider, ext_for_content_type
 
 TYPE_NAME = "openai-media"

@@ -27,7 +27,7 @@ profile gets AI Server's input: ``prompt`` and the nearest ``aspect_ratio``.
 
 Errors: Replicate answers with ``{"title", "detail", "status"}`` problem
 documents; they become :class:`~aiport.core.errors.ProviderError` through
-:class:`~.chat_common.HttpChatProvider` (4xx not retryable, with the message;
+:class:`~aiport.core.sdk.HttpProvider` (4xx not retryable, with the message;
 408, 429, 5xx and connection errors retryable, honouring ``Retry-After``). A
 poll that fails transiently is tried again (the prediction keeps running); a
 prediction that ends ``failed`` raises with its ``error`` (an NSFW/safety
@@ -52,11 +52,9 @@ import attrs
 import structlog
 from aiport.core.config import Duration
 from aiport.core.errors import ProviderError
-from aiport.core.hookspecs import hookimpl
 from aiport.core.media import TEXT_TO_IMAGE, Args, GeneratedOutput, GenerationTask, ProgressReporter
-from aiport.core.registry import MediaProviderType, ProviderContext
+from aiport.core.sdk import HttpOptions, MediaProviderType, ProviderContext, hookimpl, rejected
 
-from .chat_common import HttpOptions, rejected
 from .media_common import HttpMediaProvider
 
 log = structlog.get_logger("aiport.plugins.media")

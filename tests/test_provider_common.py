@@ -8,15 +8,8 @@ from unittest import mock
 
 import aiohttp
 import pytest
-from aiport.plugins.chat_common import (
-    SSEEvent,
-    as_image_url,
-    completion_to_chunks,
-    iter_lines,
-    iter_sse,
-    parse_data_url,
-    parse_retry_after,
-)
+from aiport.core.sdk import SSEEvent, iter_lines, iter_sse, parse_retry_after
+from aiport.plugins.chat_common import as_image_url, completion_to_chunks, parse_data_url
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
