@@ -19,8 +19,9 @@ from ..logging import RedactSecrets
 from .provider_store import secret_values
 
 #: Shorter values are not real secrets, and replacing them would mangle ordinary text.
-_MIN_RESPONSE_SECRET = 8
-_MIN_LOG_SECRET = 4
+_MIN_SECRET_LENGTH = 8
+#: The floor :class:`RedactSecrets` itself applies to the secrets it is given.
+_MIN_LOGGED_SECRET_LENGTH = 4
 
 
 def known_secrets(app: web.Application) -> set[str]:
@@ -37,13 +38,13 @@ def known_secrets(app: web.Application) -> set[str]:
             found.update(row.secret_values())
     for config in configs:
         found.update(secret_values(config.api_key.reveal() if config.api_key else None, config.options))
-    return {s for s in found if len(s) >= _MIN_RESPONSE_SECRET}
+    return {s for s in found if len(s) >= _MIN_SECRET_LENGTH}
 
 
 def redact_in_logs(values: Iterable[str]) -> None:
     """Add secrets to the log redaction the config's secrets get (``aiport serve`` configures
     it with the secrets written in the config)."""
-    values = {v for v in values if v and len(v) >= _MIN_LOG_SECRET}
+    values = {v for v in values if v and len(v) >= _MIN_LOGGED_SECRET_LENGTH}
     for processor in structlog.get_config().get("processors", ()):
         if isinstance(processor, RedactSecrets) and not values <= set(processor.secrets):
             processor.secrets = sorted({*processor.secrets, *values}, key=len, reverse=True)
