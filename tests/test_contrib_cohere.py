@@ -17,13 +17,13 @@ import aiohttp
 import pytest
 from aiport.contrib_providers.cohere_chat import CohereChatProvider, CohereOptions
 from aiport.contrib_providers.cohere_chat import translate as tr
-from aiport.contrib_providers.cohere_chat.provider import sse_events
 from aiport.core.config import Config, PluginsConfig, ProviderConfig, Secret
 from aiport.core.errors import ConfigError, ProviderError
 from aiport.core.execution.providers import resolve_providers
 from aiport.core.interfaces import ChatProvider
 from aiport.core.plugins import build_plugin_manager, describe_plugins
 from aiport.core.registry import ProviderContext, collect
+from aiport.core.sdk import SSEEvent, iter_sse
 from fakes.cohere_server import TEMPLATE_TOKENS, FakeCohere, Reply
 
 KEY = "co-test-Zq81secret-key"
@@ -297,15 +297,16 @@ async def test_stream_that_breaks_off_raises_after_its_chunks(
 
 
 async def test_sse_parsing_follows_the_event_stream_rules() -> None:
+    """The SDK's parser, as the Cohere provider uses it (an unterminated last event dropped)."""
     async def pieces() -> AsyncIterator[bytes]:
         raw = (b": keep-alive\r\n\r\nevent: content-delta\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n"
                b"data:{\"type\":\"message-end\"}\n\nevent: x\ndata: tail")
         for i in range(0, len(raw), 3):  # split mid-line, mid-CRLF
             yield raw[i : i + 3]
 
-    events = [e async for e in sse_events(pieces())]
+    events = [e async for e in iter_sse(pieces(), dispatch_unterminated=False)]
     # the last event never got its blank line, so it is incomplete and dropped
-    assert events == [("content-delta", '{"a":\n1}'), (None, '{"type":"message-end"}')]
+    assert events == [SSEEvent("content-delta", '{"a":\n1}'), SSEEvent("message", '{"type":"message-end"}')]
 
 
 # --------------------------------------------------------------------------- tools
@@ -537,8 +538,8 @@ async def test_aclose_closes_only_a_session_the_provider_opened(
 ) -> None:
     own = CohereChatProvider(name="solo", base_url=cohere.base_url, api_key=Secret(KEY))
     await own.chat(HELLO)
-    session = own._own_http
-    assert session is not None and not session.closed
+    session = own._sessions.get()
+    assert session is not http and not session.closed
     await own.aclose()
     assert session.closed
 

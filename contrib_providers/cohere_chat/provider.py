@@ -9,32 +9,38 @@ Error contract: every failure is a :class:`~aiport.core.errors.ProviderError`
 naming this provider, with ``upstream_status`` when Cohere answered, the
 ``message`` of Cohere's error body, ``retryable`` for connection errors,
 timeouts, 429 and 5xx, and ``retry_after`` from ``Retry-After``. The API key is
-only ever written into the request header, and is scrubbed from any upstream
+only ever written into the request header, and is masked (the SDK's ``Redactor``) in any upstream
 text that echoes it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import aiohttp
 import attrs
-from aiport.core.config import Secret, structure
-from aiport.core.errors import ProviderError
-from aiport.core.registry import ProviderContext
+from aiport.core.config import structure
+from aiport.core.sdk import (
+    MAX_ERROR_BODY,
+    ProviderContext,
+    ProviderError,
+    Redactor,
+    Secret,
+    SessionSource,
+    iter_sse,
+    parse_retry_after,
+    read_capped,
+    url_secrets,
+)
 
 from . import translate
 
 DEFAULT_BASE_URL = "https://api.cohere.com"
 
-#: Largest error body read from Cohere (it is a short JSON object; anything else is cut).
-_MAX_ERROR_BODY = 64 * 1024
 #: Probes and model listings are quick calls; don't let them hang for a chat-sized timeout.
 _QUICK_TIMEOUT = 30.0
 #: Statuses that describe the gateway's own Cohere account (402 payment required,
@@ -63,22 +69,6 @@ class CohereOptions:
     client_name: str | None = "aiport"
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 class CohereChatProvider:
     """One configured Cohere backend (see the module docstring for the error contract)."""
 
@@ -99,9 +89,10 @@ class CohereChatProvider:
         self.options = options or CohereOptions()
         self._api_key = api_key
         self._api_key_header = api_key_header
+        #: Masks the key (and any credentials in the base URL) in upstream text that echoes it back.
+        self._redact = Redactor([api_key.reveal() if api_key else None, *url_secrets(self.base_url)])
         #: The app's shared session; when none is given the provider opens (and closes) its own.
-        self._http = http
-        self._own_http: aiohttp.ClientSession | None = None
+        self._sessions = SessionSource(http)
 
     @classmethod
     def from_context(cls, ctx: ProviderContext) -> CohereChatProvider:
@@ -140,8 +131,10 @@ class CohereChatProvider:
         async with self._request("POST", "/v2/chat", json_body=payload, limit=timeout,
                                  accept="text/event-stream") as response:
             try:
-                async for event_name, data in sse_events(response.content.iter_any()):
-                    event = _decode_event(event_name, data)
+                # Cohere ends every stream with a message-end event: one cut short is detected by
+                # its absence, so an unterminated last event is dropped, as the SSE rules say.
+                async for sse in iter_sse(response.content, dispatch_unterminated=False):
+                    event = _decode_event(sse.event, sse.data)
                     if event is None:
                         continue
                     for chunk in translator.feed(event):
@@ -182,9 +175,7 @@ class CohereChatProvider:
 
     async def aclose(self) -> None:
         """Close the session this provider opened itself; the app's shared one is the app's to close."""
-        if self._own_http is not None:
-            await self._own_http.close()
-            self._own_http = None
+        await self._sessions.close()
 
     # ------------------------------------------------------------------ HTTP
 
@@ -197,13 +188,6 @@ class CohereChatProvider:
             err = self._error(str(exc), error_code="UnsupportedRequest")
             err.status = 400  # the client's request, not the backend, is at fault
             raise err from None
-
-    def _session(self) -> aiohttp.ClientSession:
-        if self._http is not None:
-            return self._http
-        if self._own_http is None or self._own_http.closed:
-            self._own_http = aiohttp.ClientSession()
-        return self._own_http
 
     def _headers(self, accept: str) -> dict[str, str]:
         headers = {"Accept": accept}
@@ -235,7 +219,7 @@ class CohereChatProvider:
         """
         timeout = limit if isinstance(limit, aiohttp.ClientTimeout) else aiohttp.ClientTimeout(total=limit)
         try:
-            response = await self._session().request(
+            response = await self._sessions.get().request(
                 method, self.base_url + path, json=json_body, params=params,
                 headers=self._headers(accept), timeout=timeout,
             )
@@ -267,7 +251,7 @@ class CohereChatProvider:
     async def _status_error(self, response: aiohttp.ClientResponse) -> ProviderError:
         """The ProviderError for a non-2xx answer, carrying Cohere's ``message``."""
         try:
-            raw = await asyncio.wait_for(_read_capped(response.content, _MAX_ERROR_BODY), timeout=_QUICK_TIMEOUT)
+            raw = await asyncio.wait_for(read_capped(response.content, MAX_ERROR_BODY), timeout=_QUICK_TIMEOUT)
         except (TimeoutError, aiohttp.ClientError):
             raw = b""  # the status alone still says what happened
         text = raw.decode("utf-8", errors="replace").strip()
@@ -284,34 +268,16 @@ class CohereChatProvider:
             f"Cohere answered {status}: {message}",
             upstream_status=_ACCOUNT_STATUSES.get(status, status),
             retryable=status == 429 or status >= 500,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            retry_after=parse_retry_after(response.headers),
         )
 
     def _error(self, message: str, **kwargs: Any) -> ProviderError:
-        return ProviderError(self._scrub(message), provider=self.name, **kwargs)
+        return ProviderError(self._redact(message), provider=self.name, **kwargs)
 
     def _timeout(self) -> ProviderError:
         return self._error(f"Cohere did not answer within {self.timeout:g}s", retryable=True,
                            error_code="Timeout")
 
-    def _scrub(self, text: str) -> str:
-        """``text`` without the API key in it, in case an upstream message echoes it back."""
-        if self._api_key:
-            key = self._api_key.reveal()
-            if key:
-                text = text.replace(key, "****")
-        return text
-
-
-async def _read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
-    """The body up to ``limit`` bytes (``read(n)`` alone may return just the first piece to arrive)."""
-    data = bytearray()
-    while len(data) < limit:
-        piece = await content.read(limit - len(data))
-        if not piece:
-            break
-        data += piece
-    return bytes(data)
 
 
 def _normalise_base(base: str) -> str:
@@ -323,45 +289,14 @@ def _normalise_base(base: str) -> str:
     return base
 
 
-async def sse_events(pieces: AsyncIterable[bytes]) -> AsyncIterator[tuple[str | None, str]]:
-    """``(event, data)`` pairs of a ``text/event-stream`` body arriving as arbitrary byte pieces.
-
-    Lines are split here rather than with ``StreamReader.readline`` because that
-    refuses lines longer than its buffer, and a single ``data:`` line (a long
-    tool-call argument) may be.
-    """
-    buffer = b""
-    event: str | None = None
-    data: list[str] = []
-    async for piece in pieces:
-        buffer += piece
-        *lines, buffer = buffer.split(b"\n")
-        for raw in lines:
-            line = raw.rstrip(b"\r").decode("utf-8")
-            if not line:  # a blank line ends the event
-                if data:
-                    yield event, "\n".join(data)
-                event, data = None, []
-                continue
-            if line.startswith(":"):  # an SSE comment (keep-alive)
-                continue
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
-    # Whatever is left had no closing blank line: per the SSE rules an incomplete
-    # event is dropped, never dispatched half-received.
-
-
-def _decode_event(event_name: str | None, data: str) -> dict[str, Any] | None:
-    """A stream event's JSON, with ``type`` filled from the SSE ``event:`` name if it lacks one."""
+def _decode_event(event_name: str, data: str) -> dict[str, Any] | None:
+    """A stream event's JSON, with ``type`` filled from the SSE ``event:`` name if it lacks one
+    (``message``, the SSE default name, is no Cohere event type)."""
     if data.strip() == "[DONE]":
         return None
     event = json.loads(data)
     if not isinstance(event, dict):
         raise ValueError("an event's data is not a JSON object")
-    if "type" not in event and event_name:
+    if "type" not in event and event_name != "message":
         event["type"] = event_name
     return event

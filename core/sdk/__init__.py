@@ -22,6 +22,7 @@ The HTTP provider base
     session, JSON calls (:meth:`~HttpProvider.request_json`), streamed responses
     (:meth:`~HttpProvider.open`), error mapping, :meth:`~HttpProvider.probe`
     and :meth:`~HttpProvider.aclose`. Chat and media providers both build on it.
+    :class:`SessionSource`: the app's shared session, else one of the provider's own.
 Errors
     :class:`ProviderError` (with ``retryable``, ``retry_after``,
     ``upstream_status``), :class:`ConfigError`, :class:`BadRequest`;
@@ -61,7 +62,7 @@ from ..registry import (
 )
 from .bodies import MAX_ERROR_BODY, SSEEvent, iter_lines, iter_sse, read_capped, read_error_text
 from .failures import MAX_MESSAGE, clip, is_retryable_status, parse_retry_after, rejected, upstream_message
-from .http import HttpProvider
+from .http import HttpProvider, SessionSource
 from .options import HttpOptions, options_of
 from .redact import MASK, Redactor, redact_url, url_secrets
 
@@ -85,6 +86,7 @@ __all__ = [
     "Redactor",
     "SSEEvent",
     "Secret",
+    "SessionSource",
     "TransformSpec",
     "WorkflowSpec",
     "clip",

@@ -51,6 +51,29 @@ log = structlog.get_logger("aiport.sdk.http")
 _URL_CACHE_SIZE = 1024
 
 
+class SessionSource:
+    """The app's shared session, or, for a provider built without one, a session of its own,
+    opened on first use and closed by :meth:`close` (the shared one is the app's to close)."""
+
+    __slots__ = ("_own", "shared")
+
+    def __init__(self, shared: aiohttp.ClientSession | None) -> None:
+        self.shared = shared
+        self._own: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        if self.shared is not None:
+            return self.shared
+        if self._own is None or self._own.closed:
+            self._own = aiohttp.ClientSession()
+        return self._own
+
+    async def close(self) -> None:
+        if self._own is not None:
+            await self._own.close()
+            self._own = None
+
+
 class HttpProvider:
     """Base of the providers that call an HTTP API: requests, error mapping, key handling, probing."""
 
@@ -78,7 +101,7 @@ class HttpProvider:
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout, sock_read=self.timeout)
         self.heartbeat_url: str | None = cfg.heartbeat_url
         self._http: aiohttp.ClientSession | None = ctx.http
-        self._own_http: aiohttp.ClientSession | None = None
+        self._sessions = SessionSource(ctx.http)
         self._key_header: str | None = cfg.api_key_header
         # The one place the key is revealed; it only ever goes into a request header.
         self._key: str | None = cfg.api_key.reveal() if cfg.api_key else None
@@ -93,11 +116,7 @@ class HttpProvider:
     @property
     def session(self) -> aiohttp.ClientSession:
         """The app's shared session, or (built without one) the provider's own, opened on first use."""
-        if self._http is not None:
-            return self._http
-        if self._own_http is None or self._own_http.closed:
-            self._own_http = aiohttp.ClientSession()
-        return self._own_http
+        return self._sessions.get()
 
     # ----------------------------------------------------------------- headers and URLs
 
@@ -305,6 +324,4 @@ class HttpProvider:
 
     async def aclose(self) -> None:
         """Close the session the provider opened itself; the app's shared one is the app's to close."""
-        if self._own_http is not None:
-            await self._own_http.close()
-            self._own_http = None
+        await self._sessions.close()
