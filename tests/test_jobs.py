@@ -322,7 +322,8 @@ async def test_a_database_from_before_usage_columns_is_migrated(tmp_path: Path) 
     """Finished jobs not yet archived take their usage from their summary rows, which then go."""
     import sqlite3
 
-    from aiport.plugins.jobstore_sqlite import _SCHEMA, SqliteJobStore
+    from aiport.plugins.jobstore_sqlite import SqliteJobStore
+    from aiport.plugins.jobstore_sqlite.schema import BASE_SCHEMA as _SCHEMA
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
@@ -351,6 +352,72 @@ async def test_a_database_from_before_usage_columns_is_migrated(tmp_path: Path) 
         assert len(await store.summary()) == 1
     finally:
         await store.close()
+
+
+def _migrations_of(path: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return [name for (name,) in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+
+
+async def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
+    """A new database records every migration; opening it again runs none, and an old database
+    (no record table, made by the code before migrations were recorded) is adopted in place."""
+    from aiport.plugins.jobstore_sqlite import SqliteJobStore
+    from aiport.plugins.jobstore_sqlite.schema import MIGRATIONS, migrate
+
+    path = tmp_path / "new.db"
+    store = SqliteJobStore(path)
+    await store.open()
+    await store.close()
+    assert _migrations_of(path) == [name for name, _ in MIGRATIONS]
+
+    import sqlite3
+
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        assert migrate(conn) == []  # nothing left to run
+        ran: list[str] = []
+        extra = (*MIGRATIONS, ("0003_probe", lambda c: ran.append("0003_probe")))
+        assert migrate(conn, extra) == ["0003_probe"]  # only the missing step, once
+        assert migrate(conn, extra) == [] and ran == ["0003_probe"]
+
+
+async def test_a_database_at_an_intermediate_step_gets_only_the_missing_migrations(tmp_path: Path) -> None:
+    import sqlite3
+
+    from aiport.plugins.jobstore_sqlite import SqliteJobStore
+    from aiport.plugins.jobstore_sqlite.schema import MIGRATIONS, migrate
+
+    path = tmp_path / "step1.db"
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        assert migrate(conn, MIGRATIONS[:1]) == ["0001_jobs_index_summary"]
+        assert "model" not in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    store = SqliteJobStore(path)
+    await store.open()
+    await store.close()
+    assert _migrations_of(path) == [name for name, _ in MIGRATIONS]
+    with sqlite3.connect(path) as conn:
+        assert {"model", "prompt_tokens", "completion_tokens", "ttft_ms"} <= {
+            row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+
+
+async def test_a_failing_migration_leaves_no_half_step(tmp_path: Path) -> None:
+    import sqlite3
+
+    from aiport.plugins.jobstore_sqlite.schema import MIGRATIONS, migrate
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half (x)")
+        raise RuntimeError("step failed")
+
+    with sqlite3.connect(tmp_path / "f.db", isolation_level=None) as conn:
+        with pytest.raises(RuntimeError):
+            migrate(conn, (*MIGRATIONS, ("0003_broken", broken)))
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "half" not in tables
+        recorded = {name for (name,) in conn.execute("SELECT name FROM schema_migrations")}
+        assert "0003_broken" not in recorded and "0002_usage_on_jobs" in recorded
 
 
 async def test_sync_calls_without_ref_id_are_recorded_in_batches(client: Any) -> None:

@@ -37,7 +37,6 @@ import aiosqlite
 import structlog
 from aiport.core import jsoncodec
 from aiport.core.errors import Conflict
-from aiport.core.hookspecs import hookimpl
 from aiport.core.jobs.model import (
     ACTIVE_STATES,
     FINISHED_STATES,
@@ -51,7 +50,9 @@ from aiport.core.jobs.model import (
     replace_job,
 )
 from aiport.core.jobs.store import JobQuery
-from aiport.core.registry import JobStoreType
+
+from .schema import JOBS_TABLE, USAGE_COLUMNS, migrate
+from .writer import WriterConnection
 
 log = structlog.get_logger("aiport.jobs.sqlite")
 T = TypeVar("T")
@@ -62,47 +63,6 @@ _JOB_COLUMNS = (
     "inputs", "outputs", "parent_id", "created_at", "started_at", "completed_at", "run_after",
     "lease_owner", "lease_expires_at", "duration_ms",
 )
-_JOBS_TABLE = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY, ref_id TEXT NOT NULL, api TEXT NOT NULL, queue TEXT NOT NULL,
-    state TEXT NOT NULL, key_id INTEGER NOT NULL DEFAULT 0, tag TEXT, reply_to TEXT,
-    requested_provider TEXT, provider TEXT, status TEXT, progress REAL,
-    attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL DEFAULT 3,
-    request TEXT NOT NULL, response TEXT, error TEXT, error_status INTEGER,
-    inputs TEXT, outputs TEXT, parent_id INTEGER,
-    created_at REAL NOT NULL, started_at REAL, completed_at REAL, run_after REAL,
-    lease_owner TEXT, lease_expires_at REAL, duration_ms INTEGER
-);
-"""
-_SCHEMA = _JOBS_TABLE + """
-DROP INDEX IF EXISTS jobs_due;
-CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (queue, run_after, id) WHERE state = 'Queued';
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, completed_at);
-DROP INDEX IF EXISTS jobs_parent;
-CREATE INDEX IF NOT EXISTS jobs_children ON jobs (parent_id) WHERE parent_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS job_index (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, ref_id TEXT NOT NULL UNIQUE, key_id INTEGER NOT NULL,
-    api TEXT NOT NULL, created_at REAL NOT NULL, archive TEXT
-);
-CREATE TABLE IF NOT EXISTS summary (
-    id INTEGER PRIMARY KEY, ref_id TEXT NOT NULL, api TEXT NOT NULL, queue TEXT, provider TEXT,
-    model TEXT, key_id INTEGER NOT NULL, tag TEXT, state TEXT NOT NULL, attempts INTEGER,
-    prompt_tokens INTEGER, completion_tokens INTEGER, duration_ms INTEGER, ttft_ms INTEGER,
-    created_at REAL NOT NULL, month TEXT NOT NULL
-);
-DROP INDEX IF EXISTS summary_month;
-CREATE INDEX IF NOT EXISTS summary_created ON summary (created_at);
-"""
-#: Usage columns of the main database's ``jobs`` (not of the archives: ``summary`` keeps them).
-_USAGE_COLUMNS = {"model": "TEXT", "prompt_tokens": "INTEGER", "completion_tokens": "INTEGER",
-                  "ttft_ms": "INTEGER"}
-# Databases from before the usage columns: finished jobs not yet archived take their usage
-# from their summary rows, whose place the jobs rows now take until they are archived.
-_ADOPT_SUMMARY = """
-UPDATE jobs SET model = s.model, prompt_tokens = s.prompt_tokens, completion_tokens = s.completion_tokens,
-    ttft_ms = s.ttft_ms FROM summary AS s WHERE s.id = jobs.id;
-DELETE FROM summary WHERE id IN (SELECT id FROM jobs);
-"""
 _SUMMARY_KEYS = ("id", "refId", "api", "queue", "provider", "model", "keyId", "tag", "state", "attempts",
                  "promptTokens", "completionTokens", "durationMs", "ttftMs", "createdAt", "month")
 _SUMMARY_COLUMNS = ("id, ref_id, api, queue, provider, model, key_id, tag, state, attempts, prompt_tokens, "
@@ -168,7 +128,7 @@ class SqliteJobStore:
 
     def __init__(self, database_path: Path) -> None:
         self.path = database_path
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: WriterConnection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._pending: asyncio.Queue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]] = (
             asyncio.Queue())
@@ -190,17 +150,12 @@ class SqliteJobStore:
 
     async def open(self) -> None:
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._writer.executescript(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
-            "PRAGMA foreign_keys=OFF;" + _SCHEMA)
-        present = {row[1] for row in await self._writer.execute_fetchall("PRAGMA table_info(jobs)")}
-        missing = [name for name in _USAGE_COLUMNS if name not in present]
-        if missing:
-            await self._writer.executescript(
-                "BEGIN IMMEDIATE;"
-                + "".join(f"ALTER TABLE jobs ADD COLUMN {name} {_USAGE_COLUMNS[name]};" for name in missing)
-                + _ADOPT_SUMMARY + "COMMIT;")
+        self._writer = WriterConnection(self.path)
+        await self._writer.open("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;"
+                                "PRAGMA foreign_keys=OFF;")
+        applied = await self._writer.call(migrate)
+        if applied:
+            log.info("job database migrated", path=str(self.path), migrations=applied)
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         await self._reader.executescript("PRAGMA busy_timeout=5000; PRAGMA query_only=ON;")
         self._writer_task = asyncio.create_task(self._write_loop(), name="aiport-sqlite-writer")
@@ -212,9 +167,11 @@ class SqliteJobStore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
-        for conn in (*self._archives.values(), self._reader, self._writer):
+        for conn in (*self._archives.values(), self._reader):
             if conn is not None:
                 await conn.close()
+        if self._writer is not None:
+            await self._writer.close()
         self._archives.clear()
         self._reader = self._writer = None
 
@@ -243,9 +200,8 @@ class SqliteJobStore:
             shared = [(fn, fut) for fn, fut, exclusive in batch if not exclusive]
             if shared:
                 try:
-                    # One hop to the connection's thread for the whole batch instead of one per
-                    # statement; aiosqlite exposes no public call for that.
-                    outcomes = await writer._execute(_run_batch, writer._conn, [fn for fn, _ in shared])
+                    # One hop to the writer's thread for the whole batch, not one per statement.
+                    outcomes = await writer.call(_run_batch, [fn for fn, _ in shared])
                 except Exception as exc:  # the transaction itself failed: every write in it failed
                     log.error("job store write failed", error=repr(exc))
                     outcomes = [(False, exc)] * len(shared)
@@ -254,7 +210,7 @@ class SqliteJobStore:
             for fn, future, exclusive in batch:
                 if exclusive:
                     try:
-                        _settle(future, True, await writer._execute(fn, writer._conn))
+                        _settle(future, True, await writer.call(fn))
                     except Exception as exc:
                         _settle(future, False, exc)
 
@@ -696,7 +652,7 @@ class SqliteJobStore:
             conn.execute(
                 "INSERT INTO jobs (id, ref_id, api, queue, state, key_id, tag, requested_provider, provider, "
                 "attempts, max_attempts, request, response, error, error_status, created_at, started_at, "
-                f"completed_at, duration_ms, {', '.join(_USAGE_COLUMNS)}) "
+                f"completed_at, duration_ms, {', '.join(USAGE_COLUMNS)}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job_id, ref, spec.api, spec.queue, state.value, spec.key_id, spec.tag, spec.requested_provider,
                  usage.provider, _mapping_json(spec.request), _mapping_json(response or None),
@@ -817,19 +773,19 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 def _ensure_archive(path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(_JOBS_TABLE)
+        conn.executescript(JOBS_TABLE)
         conn.commit()
 
 
 _INSERT_JOB = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join('?' * len(_JOB_COLUMNS))})"
-_INSERT_FINISHED_JOB = (f"INSERT INTO jobs ({', '.join((*_JOB_COLUMNS, *_USAGE_COLUMNS))}) "
-                        f"VALUES ({', '.join('?' * (len(_JOB_COLUMNS) + len(_USAGE_COLUMNS)))})")
+_INSERT_FINISHED_JOB = (f"INSERT INTO jobs ({', '.join((*_JOB_COLUMNS, *USAGE_COLUMNS))}) "
+                        f"VALUES ({', '.join('?' * (len(_JOB_COLUMNS) + len(USAGE_COLUMNS)))})")
 #: The columns a finished in-memory sync job can have set (it had no RefId, ReplyTo or uploads, and
 #: holds no lease); the rest stay NULL. Fewer bound values: this runs for every sync request.
 _FINISHED_SYNC_COLUMNS = (
     "id", "ref_id", "api", "queue", "state", "key_id", "tag", "requested_provider", "provider", "status",
     "progress", "attempts", "max_attempts", "request", "response", "error", "error_status", "outputs",
-    "parent_id", "created_at", "started_at", "completed_at", "duration_ms", *_USAGE_COLUMNS,
+    "parent_id", "created_at", "started_at", "completed_at", "duration_ms", *USAGE_COLUMNS,
 )
 _INDEX_COLUMNS = ("id", "ref_id", "key_id", "api", "created_at")
 #: ``job_index`` values of a row of ``_FINISHED_SYNC_COLUMNS``.
@@ -838,7 +794,7 @@ _index_of = operator.itemgetter(*(_FINISHED_SYNC_COLUMNS.index(c) for c in _INDE
 #: steps: one statement per row made the writer thread and the event loop trade the GIL
 #: a thousand times per batch, which cost the loop more than the inserts themselves.
 _ROWS_PER_INSERT = 64 if sqlite3.sqlite_version_info >= (3, 32) else 16  # bound-variable limit 32766 / 999
-_SET_USAGE = ", ".join(f"{name} = ?" for name in _USAGE_COLUMNS)
+_SET_USAGE = ", ".join(f"{name} = ?" for name in USAGE_COLUMNS)
 #: Ids a deferred sync job takes from one reservation.
 _ID_BLOCK = 1000
 #: A buffer of finished sync jobs is written after this long, or at this size.
@@ -860,7 +816,7 @@ def _multi_row_insert(table: str, columns: tuple[str, ...], rows: int) -> str:
 
 
 def _usage_params(usage: Usage) -> tuple[Any, ...]:
-    """A request's usage as the ``jobs`` usage columns, in ``_USAGE_COLUMNS`` order."""
+    """A request's usage as the ``jobs`` usage columns, in ``USAGE_COLUMNS`` order."""
     return usage.model, usage.prompt_tokens, usage.completion_tokens, usage.ttft_ms
 
 
@@ -934,12 +890,3 @@ def _run_batch(conn: sqlite3.Connection, fns: list[Callable[[sqlite3.Connection]
             conn.execute("ROLLBACK")
         raise
     return outcomes
-
-
-@hookimpl
-def register_job_stores(register: Callable[[JobStoreType], None]) -> None:
-    register(JobStoreType(
-        name="sqlite",
-        factory=lambda config: SqliteJobStore(config.resolve_path(config.storage.database_path)),
-        description="SQLite (WAL) with monthly archive files; one node",
-    ))
